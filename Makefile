@@ -1,0 +1,46 @@
+# The contract for people and CI alike: every target that needs the venv depends on `install`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: install test test-all lint type format bench reproduce reproduce-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m ''
+
+lint: install
+	$(BIN)/ruff check safeknob tests
+	$(BIN)/ruff format --check safeknob tests
+
+format: install
+	$(BIN)/ruff format safeknob tests
+	$(BIN)/ruff check --fix safeknob tests
+
+type: install
+	$(BIN)/mypy safeknob
+
+bench: install
+	$(BIN)/python -m safeknob.bench
+
+reproduce: install
+	$(BIN)/safeknob reproduce
+
+reproduce-quick: install
+	$(BIN)/safeknob reproduce --quick
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,265 @@
+"""Experiment configuration: frozen, typed dataclasses loaded from TOML.
+
+One dataclass per concern; the loader rejects unknown keys and wrong types with one line
+naming the key. Derived values are properties, never fields filled in at runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An experiment file is malformed or has unknown keys."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    id: str = "safeknob/HazardGrid-v0"
+    """Gymnasium id (``"module:EnvId"`` works) of an env that reports ``info["cost"]``."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the env constructor (e.g. a HazardGrid ``layout``)."""
+    cost_fn: str | None = None
+    """Optional ``"module:function"`` computing the cost of a transition."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """stable-baselines3 PPO settings shared by every trained agent of an experiment."""
+
+    n_envs: int = 8
+    """Parallel envs per rollout (a DummyVecEnv)."""
+    n_steps: int = 128
+    """Steps per env per rollout."""
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 10
+    """Optimization epochs per rollout."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.03
+    """Entropy bonus; keeps route choice stochastic enough for interior frontier points."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy and value networks."""
+
+
+@dataclass(frozen=True)
+class LagrangeConfig:
+    """PID Lagrangian multiplier (Stooke et al. 2020) on the mean episode cost."""
+
+    kp: float = 0.02
+    """Proportional gain per unit of episode cost."""
+    ki: float = 0.002
+    """Integral gain per unit of episode cost."""
+    kd: float = 0.01
+    """Derivative gain per unit of episode cost."""
+    lambda_max: float = 1.0
+    """Upper bound on the multiplier."""
+    warmup_rollouts: int = 15
+    """Rollouts with the multiplier held at 0 before updates start."""
+    cost_window: int = 3
+    """Rollouts over which episode costs are averaged for each update."""
+
+
+@dataclass(frozen=True)
+class ExpertsConfig:
+    cost_limit: float = 1.5
+    """Episode cost budget of the safe expert (undiscounted sum of per-step costs)."""
+    reckless_steps: int = 150_000
+    """Env steps of PPO for the reckless expert."""
+    safe_steps: int = 300_000
+    """Env steps of PPO-Lagrangian for the safe expert."""
+    eval_episodes: int = 500
+    """Episodes of the closing evaluation table."""
+    deterministic: bool = True
+    """Act greedily (argmax) when rolling the experts out."""
+
+
+@dataclass(frozen=True)
+class DemosConfig:
+    episodes: int = 50
+    """Episodes recorded per expert."""
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    method: str = "budget"
+    """Default blend method."""
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """Default alpha grid of train-blend."""
+    steps: int = 300_000
+    """Env steps per trained blended agent."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 200
+    """Evaluation episodes per agent."""
+    seed: int = 10_000
+    """Base seed of evaluation episodes (fixed, separate from training seeds)."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the 95% confidence intervals."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "hazard-grid"
+    """Experiment name; artifacts go under ``<data>/<name>/``."""
+    seed: int = 0
+    """Training seed."""
+    reproduce: bool = False
+    """Whether ``make reproduce`` runs this experiment."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    lagrange: LagrangeConfig = field(default_factory=LagrangeConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML/JSON-friendly dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------- loading
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{where}] must be a table, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[]") for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"[{where}] " if where else ""
+        raise ConfigError(
+            f"{prefix}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Range checks that types alone cannot express."""
+    if cfg.experts.cost_limit < 0:
+        raise ConfigError(f"experts.cost_limit must be >= 0, got {cfg.experts.cost_limit}")
+    for a in cfg.blend.alphas:
+        if not 0.0 <= a <= 1.0:
+            raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
+    for key, val in (
+        ("demos.episodes", cfg.demos.episodes),
+        ("eval.episodes", cfg.eval.episodes),
+        ("ppo.n_envs", cfg.ppo.n_envs),
+        ("experts.reckless_steps", cfg.experts.reckless_steps),
+        ("experts.safe_steps", cfg.experts.safe_steps),
+    ):
+        if val < 1:
+            raise ConfigError(f"{key} must be >= 1, got {val}")
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    return validate(_build(ExperimentConfig, data))
+
+
+def bundled_experiments_dir() -> Path:
+    """The repo's ``experiments/`` folder when run from a checkout, else the packaged copy."""
+    repo = Path(__file__).resolve().parent.parent / "experiments"
+    if repo.is_dir():
+        return repo
+    return Path(str(resources.files("safeknob") / "experiments"))
+
+
+def resolve_experiment_path(name_or_path: str | None) -> Path:
+    """``None`` -> the default experiment; a name -> ``experiments/<name>.toml``; else a path."""
+    if name_or_path is None:
+        name_or_path = "hazard-grid"
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"experiment file {p} does not exist")
+        return p
+    candidate = bundled_experiments_dir() / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        known = sorted(x.stem for x in bundled_experiments_dir().glob("*.toml"))
+        raise ConfigError(f"unknown experiment {name_or_path!r}; known: {', '.join(known)}")
+    return candidate
+
+
+def load_experiment(name_or_path: str | None = None) -> ExperimentConfig:
+    """Load and validate an experiment TOML (see ``experiments/``)."""
+    path = resolve_experiment_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def list_experiments() -> list[Path]:
+    return sorted(bundled_experiments_dir().glob("*.toml"))

@@ -1,0 +1,191 @@
+"""HazardGrid: a tabular gridworld with start, goal, hazard cells, walls and slip.
+
+The map is an ASCII layout (one string per row) so users can draw their own:
+
+    ``S`` start, ``G`` goal, ``.`` free, ``H`` hazard (cost 1 on entering), ``#`` wall.
+
+Observations are the index of the agent's cell among the non-wall cells (``Discrete``);
+actions are up, right, down, left (``Discrete(4)``). With probability ``slip`` the action is
+replaced by a uniformly random one. Every step costs ``step_penalty`` reward; reaching the
+goal pays ``goal_reward`` and ends the episode; the episode is truncated at ``horizon`` steps.
+``info["cost"]`` is 1.0 for a step that lands in a hazard cell, else 0.0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from safeknob.envs.model import TabularModel
+
+# Start and goal on the bottom edge; a hazard mound on the straight route (3 cells of cost),
+# a thin hazard wall part-way up (cost 1 to cross), and a longer cost-free detour over the top.
+DEFAULT_LAYOUT: tuple[str, ...] = (
+    ".........",
+    ".........",
+    "....H....",
+    "....H....",
+    "....H....",
+    "....H....",
+    "...HHH...",
+    "...HHH...",
+    "S..HHH..G",
+)
+
+MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # up, right, down, left
+ACTION_NAMES = ("up", "right", "down", "left")
+
+
+class LayoutError(ValueError):
+    """The ASCII layout is not a valid HazardGrid map."""
+
+
+def parse_layout(layout: Sequence[str]) -> np.ndarray:
+    """Validate a layout and return it as a 2-D array of characters, shape (rows, cols)."""
+    rows = [str(r) for r in layout]
+    if not rows or any(len(r) != len(rows[0]) for r in rows) or len(rows[0]) == 0:
+        raise LayoutError("layout rows must be non-empty and all the same length")
+    grid = np.array([list(r) for r in rows])
+    bad = set(np.unique(grid)) - set("SGH.#")
+    if bad:
+        raise LayoutError(f"layout has unknown characters {sorted(bad)}; use S G H . #")
+    for ch, name in (("S", "start"), ("G", "goal")):
+        n = int((grid == ch).sum())
+        if n != 1:
+            raise LayoutError(f"layout must have exactly one {name} '{ch}', found {n}")
+    start = tuple(np.argwhere(grid == "S")[0])
+    goal = tuple(np.argwhere(grid == "G")[0])
+    # Breadth-first search from the start over non-wall cells.
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in MOVES:
+            nr, nc = r + dr, c + dc
+            if 0 <= nr < grid.shape[0] and 0 <= nc < grid.shape[1]:
+                if grid[nr, nc] != "#" and (nr, nc) not in seen:
+                    seen.add((nr, nc))
+                    queue.append((nr, nc))
+    if goal not in seen:
+        raise LayoutError("the goal 'G' is unreachable from the start 'S' in this layout")
+    return grid
+
+
+class HazardGridEnv(gym.Env):
+    """Tabular gridworld with hazards; see the module docstring."""
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 8}
+
+    def __init__(
+        self,
+        layout: Sequence[str] | str | None = None,
+        slip: float = 0.1,
+        horizon: int = 50,
+        step_penalty: float = 0.02,
+        goal_reward: float = 1.0,
+        render_mode: str | None = None,
+    ) -> None:
+        if isinstance(layout, str):
+            layout = [r for r in layout.strip().splitlines() if r.strip()]
+        self.layout = tuple(layout) if layout is not None else DEFAULT_LAYOUT
+        self.grid = parse_layout(self.layout)
+        if not 0.0 <= slip <= 1.0:
+            raise ValueError(f"slip must be in [0, 1], got {slip}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.slip = float(slip)
+        self.horizon = int(horizon)
+        self.step_penalty = float(step_penalty)
+        self.goal_reward = float(goal_reward)
+        self.render_mode = render_mode
+
+        self.cells = [tuple(int(x) for x in rc) for rc in np.argwhere(self.grid != "#")]
+        self.index = {rc: i for i, rc in enumerate(self.cells)}
+        self.start_state = self.index[tuple(int(x) for x in np.argwhere(self.grid == "S")[0])]
+        self.goal_state = self.index[tuple(int(x) for x in np.argwhere(self.grid == "G")[0])]
+        self.hazard = np.array([self.grid[rc] == "H" for rc in self.cells])
+        self.n_states = len(self.cells)
+        # Deterministic successor of each (state, action), shape (S, 4).
+        self.next_state = np.zeros((self.n_states, 4), dtype=np.int64)
+        for s, (r, c) in enumerate(self.cells):
+            for a, (dr, dc) in enumerate(MOVES):
+                nr, nc = r + dr, c + dc
+                ok = 0 <= nr < self.grid.shape[0] and 0 <= nc < self.grid.shape[1]
+                self.next_state[s, a] = self.index[(nr, nc)] if ok and self.grid[nr, nc] != "#" else s
+
+        self.observation_space = spaces.Discrete(self.n_states)
+        self.action_space = spaces.Discrete(4)
+        self.state = self.start_state
+        self.t = 0
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.state = self.start_state
+        self.t = 0
+        return self.state, {"cost": 0.0}
+
+    def step(self, action):
+        a = int(action)
+        if self.slip > 0 and self.np_random.random() < self.slip:
+            a = int(self.np_random.integers(4))
+        s2 = int(self.next_state[self.state, a])
+        self.state = s2
+        self.t += 1
+        at_goal = s2 == self.goal_state
+        reward = -self.step_penalty + (self.goal_reward if at_goal else 0.0)
+        cost = 1.0 if self.hazard[s2] else 0.0
+        truncated = (not at_goal) and self.t >= self.horizon
+        return s2, reward, at_goal, truncated, {"cost": cost}
+
+    # ------------------------------------------------------------------ exact model
+    def tabular_model(self) -> TabularModel:
+        """The exact model; the goal is an absorbing terminal state with zero reward and cost."""
+        S, A = self.n_states, 4
+        P = np.zeros((S, A, S))
+        for s in range(S):
+            for a in range(A):
+                for b in range(A):
+                    p = (1 - self.slip) * (a == b) + self.slip / A
+                    P[s, a, self.next_state[s, b]] += p
+        g = self.goal_state
+        R = P @ (self.goal_reward * (np.arange(S) == g)) - self.step_penalty
+        C = P @ self.hazard.astype(float)
+        P[g] = 0.0
+        P[g, :, g] = 1.0
+        R[g] = 0.0
+        C[g] = 0.0
+        mu = np.zeros(S)
+        mu[self.start_state] = 1.0
+        terminal = np.arange(S) == g
+        return TabularModel(P=P, R=R, C=C, mu=mu, horizon=self.horizon, terminal=terminal)
+
+    # ------------------------------------------------------------------ helpers
+    def cell_of(self, state: int) -> tuple[int, int]:
+        """(row, col) of a state index."""
+        return self.cells[int(state)]
+
+    def render(self):
+        if self.render_mode == "ansi":
+            g = self.grid.copy()
+            r, c = self.cells[self.state]
+            g[r, c] = "A"
+            return "\n".join("".join(row) for row in g)
+        if self.render_mode == "rgb_array":
+            return self._rgb()
+        return None
+
+    def _rgb(self, scale: int = 16) -> np.ndarray:
+        colours = {".": (235, 235, 235), "H": (220, 90, 60), "#": (40, 40, 40),
+                   "S": (90, 140, 220), "G": (80, 180, 90)}
+        img = np.zeros((*self.grid.shape, 3), dtype=np.uint8)
+        for ch, col in colours.items():
+            img[self.grid == ch] = col
+        r, c = self.cells[self.state]
+        img[r, c] = (250, 200, 0)
+        return np.kron(img, np.ones((scale, scale, 1), dtype=np.uint8))

@@ -1,0 +1,162 @@
+"""PPO-Lagrangian on stable-baselines3: a VecEnv wrapper that penalizes the reward by the
+current multiplier, a PID multiplier (Stooke, Achiam & Abbeel 2020), and a callback that
+updates it from measured episode costs after every rollout.
+
+The penalized reward is ``(r - lambda * c) / (1 + |lambda|)``: the division keeps the reward
+scale bounded as lambda grows. With ``two_sided=True`` lambda may go negative, which pushes
+the cost *up* towards the budget (an equality constraint), useful when the best policy at a
+budget spends all of it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from safeknob.config import LagrangeConfig
+
+
+@dataclass
+class EpisodeStats:
+    """Finished episodes' true return and cost (undiscounted), in order of completion."""
+
+    returns: list[float] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    env_index: list[int] = field(default_factory=list)
+
+
+class CostPenaltyVecEnv(VecEnvWrapper):
+    """Replaces the reward by ``(r - lam[i] * c) / (1 + |lam[i]|)`` per env ``i``.
+
+    ``reward_fn`` (optional) maps (obs, actions, next_obs, dones) to a learned reward that
+    replaces the env's own before the penalty (used with AIRL rewards); the env's reward is
+    still what ``stats.returns`` records.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        reward_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+        | None = None,
+    ) -> None:
+        super().__init__(venv)
+        self.lam = np.zeros(self.num_envs)
+        self.reward_fn = reward_fn
+        self.stats = EpisodeStats()
+        self._ret = np.zeros(self.num_envs)
+        self._cost = np.zeros(self.num_envs)
+        self._obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+
+    def reset(self):
+        self._obs = self.venv.reset()
+        self._ret[:] = 0
+        self._cost[:] = 0
+        return self._obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        cost = np.array([float(info.get("cost", 0.0)) for info in infos])
+        self._ret += rew
+        self._cost += cost
+        base = rew
+        if self.reward_fn is not None:
+            next_obs = obs.copy()
+            for i, d in enumerate(dones):
+                if d and "terminal_observation" in infos[i]:
+                    next_obs[i] = infos[i]["terminal_observation"]
+            base = self.reward_fn(self._obs, self._actions, next_obs, dones)
+        shaped = (base - self.lam * cost) / (1.0 + np.abs(self.lam))
+        for i, d in enumerate(dones):
+            if d:
+                self.stats.returns.append(float(self._ret[i]))
+                self.stats.costs.append(float(self._cost[i]))
+                self.stats.env_index.append(i)
+                self._ret[i] = 0.0
+                self._cost[i] = 0.0
+        self._obs = obs
+        return obs, shaped.astype(np.float32), dones, infos
+
+
+class PIDLagrangian:
+    """PID update of one multiplier from the mean episode cost and its budget."""
+
+    def __init__(self, budget: float, cfg: LagrangeConfig, two_sided: bool = False) -> None:
+        self.budget = float(budget)
+        self.cfg = cfg
+        self.two_sided = two_sided
+        self.integral = 0.0
+        self.prev_cost: float | None = None
+        self.lam = 0.0
+
+    def update(self, mean_cost: float) -> float:
+        """One PID step on ``error = mean_cost - budget``; returns the new multiplier."""
+        err = mean_cost - self.budget
+        lo = -self.cfg.lambda_max if self.two_sided else 0.0
+        self.integral = float(np.clip(self.integral + self.cfg.ki * err, lo, self.cfg.lambda_max))
+        deriv = 0.0 if self.prev_cost is None else mean_cost - self.prev_cost
+        if not self.two_sided:
+            deriv = max(0.0, deriv)
+        self.prev_cost = mean_cost
+        raw = self.cfg.kp * err + self.integral + self.cfg.kd * deriv
+        self.lam = float(np.clip(raw, lo, self.cfg.lambda_max))
+        return self.lam
+
+
+class LagrangeCallback(BaseCallback):
+    """After each rollout, averages the episode costs that finished over the last
+    ``cost_window`` rollouts and updates the multiplier (held at 0 during warm-up).
+
+    ``history`` records, per rollout: multiplier, mean episode cost and return.
+    """
+
+    def __init__(
+        self,
+        wrapper: CostPenaltyVecEnv,
+        budget: float,
+        cfg: LagrangeConfig,
+        two_sided: bool = False,
+    ) -> None:
+        super().__init__()
+        self.wrapper = wrapper
+        self.pid = PIDLagrangian(budget, cfg, two_sided)
+        self.cfg = cfg
+        self.rollouts = 0
+        self._seen = 0
+        self._window: deque[list[float]] = deque(maxlen=max(1, cfg.cost_window))
+        self.history: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        stats = self.wrapper.stats
+        new_costs = stats.costs[self._seen :]
+        new_rets = stats.returns[self._seen :]
+        self._seen = len(stats.costs)
+        self._window.append(new_costs)
+        self.rollouts += 1
+        pooled = [c for chunk in self._window for c in chunk]
+        if not pooled:
+            return
+        mean_cost = float(np.mean(pooled))
+        if self.rollouts > self.cfg.warmup_rollouts:
+            self.wrapper.lam[:] = self.pid.update(mean_cost)
+        self.logger.record("lagrange/lambda", float(self.wrapper.lam[0]))
+        self.logger.record("lagrange/episode_cost", mean_cost)
+        self.history.append(
+            {
+                "lambda": float(self.wrapper.lam[0]),
+                "cost": mean_cost,
+                "return": float(np.mean(new_rets)) if new_rets else float("nan"),
+            }
+        )

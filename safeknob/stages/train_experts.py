@@ -1,0 +1,125 @@
+"""Stage ``train-experts``: the reckless expert (PPO on reward) and the safe expert
+(PPO-Lagrangian under the experiment's episode-cost limit)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from safeknob.artifacts import ROLES, atomic_dir, make_meta, write_json
+from safeknob.envs import make_env
+from safeknob.metrics import bootstrap_ci
+from safeknob.rollout import PolicyAgent, rollout
+from safeknob.stages.common import (
+    RunConfig,
+    console,
+    progress_bar,
+    stage_config,
+    up_to_date,
+    write_config,
+)
+from safeknob.training import env_factory, train_ppo
+
+STAGE = "train-experts"
+SECTIONS = ("env", "ppo", "lagrange", "experts")
+
+
+def check_env(rc: RunConfig) -> None:
+    """Fail fast (one line) on an unknown env, a bad layout or an env without a cost."""
+    env_cfg = rc.experiment.env
+    env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(1000):  # at most one (long) episode
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            break
+    env.close()
+
+
+def evaluate_agent(
+    rc: RunConfig, model: Any, deterministic: bool, episodes: int, seed: int
+) -> dict[str, float]:
+    """Return and cost (mean and 95% CI) over ``episodes`` rollouts."""
+    res = rollout(PolicyAgent(model, deterministic), env_factory(rc.experiment.env), episodes, seed)
+    r, rlo, rhi = bootstrap_ci(res.returns, seed=seed)
+    c, clo, chi = bootstrap_ci(res.costs, seed=seed)
+    return {
+        "episodes": episodes,
+        "return_mean": r,
+        "return_lo": rlo,
+        "return_hi": rhi,
+        "cost_mean": c,
+        "cost_lo": clo,
+        "cost_hi": chi,
+        "length_mean": float(np.mean(res.lengths)),
+    }
+
+
+def run(rc: RunConfig) -> Path:
+    """Train (or keep, when up to date) both experts; returns ``experts/``."""
+    exp = rc.experiment
+    paths = rc.paths
+    config = stage_config(exp, *SECTIONS)
+    todo = [
+        role
+        for role in ROLES
+        if not up_to_date(paths.expert(role) / "meta.json", config, rc.force, "safeknob train-experts")
+    ]
+    if todo:
+        check_env(rc)
+    write_config(rc)
+    steps = {"reckless": exp.experts.reckless_steps, "safe": exp.experts.safe_steps}
+    with progress_bar(rc.quiet) as progress:
+        for role in todo:
+            task = progress.add_task(f"{role} expert", total=steps[role])
+            t0 = time.perf_counter()
+            seed = exp.seed + (0 if role == "reckless" else 1)
+            budget = exp.experts.cost_limit if role == "safe" else None
+            res = train_ppo(exp, steps[role], seed, budget=budget, progress=progress, task=task)
+            train_seconds = time.perf_counter() - t0
+            stats = evaluate_agent(
+                rc, res.model, exp.experts.deterministic, exp.experts.eval_episodes, exp.eval.seed
+            )
+            with atomic_dir(paths.expert(role)) as tmp:
+                res.model.save(tmp / "model.zip")
+                meta = make_meta(
+                    STAGE,
+                    config,
+                    seed,
+                    wall_seconds=train_seconds,
+                    role=role,
+                    steps=steps[role],
+                    cost_limit=budget,
+                    deterministic=exp.experts.deterministic,
+                    final_lambda=res.final_lambda,
+                    lagrange_history=res.history,
+                    evaluation=stats,
+                )
+                write_json(tmp / "meta.json", meta)
+    if not rc.quiet:
+        print_experts(rc)
+    return paths.root / "experts"
+
+
+def print_experts(rc: RunConfig) -> None:
+    import json
+
+    table = Table(title=f"Experts of {rc.experiment.name}")
+    for col in ("expert", "return (95% CI)", "cost (95% CI)", "cost limit", "train s"):
+        table.add_column(col, justify="right" if col != "expert" else "left")
+    for role in ROLES:
+        meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())
+        ev = meta["evaluation"]
+        table.add_row(
+            role,
+            f"{ev['return_mean']:.3f} [{ev['return_lo']:.3f}, {ev['return_hi']:.3f}]",
+            f"{ev['cost_mean']:.3f} [{ev['cost_lo']:.3f}, {ev['cost_hi']:.3f}]",
+            "-" if meta["cost_limit"] is None else f"{meta['cost_limit']:g}",
+            f"{meta['wall_seconds']:.0f}",
+        )
+    console.print(table)

@@ -1,0 +1,158 @@
+"""Training helpers shared by the experts and the blend methods (stable-baselines3 PPO)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rich.progress import Progress, TaskID
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from safeknob.config import EnvConfig, ExperimentConfig, LagrangeConfig, PPOConfig
+from safeknob.envs import make_env
+from safeknob.lagrangian import CostPenaltyVecEnv, LagrangeCallback
+
+
+def env_factory(env_cfg: EnvConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
+    """A picklable constructor of the experiment's cost-aware env."""
+    return functools.partial(
+        make_env, env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn, render_mode
+    )
+
+
+def make_vec_env(env_cfg: EnvConfig, n_envs: int) -> VecEnv:
+    return DummyVecEnv([env_factory(env_cfg)] * n_envs)
+
+
+def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = None) -> PPO:
+    """PPO with the experiment's settings, one torch thread, seeded."""
+    torch.set_num_threads(1)
+    set_random_seed(seed)
+    return PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        policy_kwargs={"net_arch": list(cfg.net_arch)},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        tensorboard_log=str(tb_dir) if tb_dir else None,
+    )
+
+
+class ProgressCallback(BaseCallback):
+    """Advances a rich progress task by the env steps done."""
+
+    def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
+        super().__init__()
+        self.progress = progress
+        self.task = task
+        self._last = 0
+
+    def _on_step(self) -> bool:
+        if self.progress is not None and self.task is not None:
+            n = self.num_timesteps
+            if n - self._last >= 1024:
+                self.progress.update(self.task, advance=n - self._last)
+                self._last = n
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=self.num_timesteps - self._last)
+
+
+class SnapshotCallback(BaseCallback):
+    """Keeps copies of the policy weights over the last ``fraction`` of training (the
+    iterates whose average a Lagrangian method deploys), every ``every`` rollouts."""
+
+    def __init__(self, total_steps: int, fraction: float = 0.1, every: int = 1) -> None:
+        super().__init__()
+        self.start = int(total_steps * (1 - fraction))
+        self.every = max(1, every)
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+        self._n = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps >= self.start:
+            self._n += 1
+            if self._n % self.every == 0:
+                sd = self.model.policy.state_dict()
+                self.snapshots.append({k: v.detach().clone() for k, v in sd.items()})
+
+
+@dataclass
+class TrainResult:
+    model: PPO
+    history: list[dict[str, float]] = field(default_factory=list)
+    snapshots: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    final_lambda: float | None = None
+
+
+def train_ppo(
+    cfg: ExperimentConfig,
+    steps: int,
+    seed: int,
+    budget: float | None = None,
+    lagrange: LagrangeConfig | None = None,
+    two_sided: bool = False,
+    reward_fn: Callable[..., np.ndarray] | None = None,
+    venv: VecEnv | None = None,
+    progress: Progress | None = None,
+    task: TaskID | None = None,
+    snapshot_fraction: float = 0.0,
+    extra_callbacks: list[BaseCallback] | None = None,
+    tb_dir: Path | None = None,
+) -> TrainResult:
+    """Train PPO on the env reward (``budget=None``) or PPO-Lagrangian under an episode-cost
+    ``budget``; ``reward_fn`` replaces the env reward (a learned reward)."""
+    base = venv if venv is not None else make_vec_env(cfg.env, cfg.ppo.n_envs)
+    wrapper = CostPenaltyVecEnv(base, reward_fn=reward_fn)
+    model = build_ppo(wrapper, cfg.ppo, seed, tb_dir)
+    callbacks: list[BaseCallback] = [ProgressCallback(progress, task)]
+    lag_cb = None
+    if budget is not None:
+        lag_cb = LagrangeCallback(wrapper, budget, lagrange or cfg.lagrange, two_sided)
+        callbacks.append(lag_cb)
+    snap_cb = None
+    if snapshot_fraction > 0:
+        snap_cb = SnapshotCallback(steps, snapshot_fraction)
+        callbacks.append(snap_cb)
+    callbacks.extend(extra_callbacks or [])
+    model.learn(total_timesteps=steps, callback=CallbackList(callbacks))
+    return TrainResult(
+        model=model,
+        history=lag_cb.history if lag_cb else [],
+        snapshots=snap_cb.snapshots if snap_cb else [],
+        final_lambda=float(wrapper.lam[0]) if budget is not None else None,
+    )
+
+
+def load_ppo(path: Path, **kwargs: Any) -> PPO:
+    """Load a saved PPO (``PPO.load`` works under torch >= 2.6; see STACK.md)."""
+    torch.set_num_threads(1)
+    return PPO.load(str(path), device="cpu", **kwargs)
+
+
+def set_threads() -> None:
+    """One torch thread per process (2 threads on a busy 2-core machine is ~17x slower)."""
+    torch.set_num_threads(1)
