@@ -92,6 +92,125 @@ def train_experts(
     _guard(lambda: stage.run(_run_config(experiment, data, force, quiet, seed)))
 
 
+@app.command("collect-demos")
+def collect_demos(
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", help="Import this imitation dataset (with costs) instead."),
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option("--role", help="With --from: safe or reckless.")
+    ] = None,
+) -> None:
+    """Roll both experts out and save their demonstrations (per-step cost kept)."""
+    from safeknob.stages import collect_demos as stage
+
+    _guard(
+        lambda: stage.run(
+            stage.CollectConfig(_run_config(experiment, data, force, quiet), source, role)
+        )
+    )
+
+
+@demos_app.command("info")
+def demos_info(
+    path: Annotated[Path, typer.Argument(help="A demonstration folder, e.g. data/hazard-grid/demos/safe")],
+) -> None:
+    """Print a demonstration dataset's summary (episodes, return, cost)."""
+    from safeknob.stages import collect_demos as stage
+
+    _guard(lambda: stage.print_info(path))
+
+
+MethodOpt = Annotated[
+    str | None,
+    typer.Option("--method", "-m", help="mixture, bc-mix, reward-mix, budget, conditioned."),
+]
+RewardOpt = Annotated[
+    str | None,
+    typer.Option("--reward", help="Reward source of budget/reward-mix: airl or env."),
+]
+
+
+@app.command("blend")
+def blend(
+    alpha: Annotated[float, typer.Option("--alpha", "-a", help="0 = safe expert, 1 = reckless.")] = 0.6,
+    method: MethodOpt = None,
+    reward: RewardOpt = None,
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = None,
+    episodes: Annotated[int, typer.Option(help="Episodes of the brief evaluation.")] = 100,
+) -> None:
+    """Produce one blended agent at ALPHA and show where it sits between the experts."""
+    from safeknob.stages import blend as stage
+
+    def go():
+        rc = _run_config(experiment, data, force, quiet)
+        stage.check_alpha(alpha)
+        m = method or rc.experiment.blend.method
+        return stage.blend_one(stage.BlendRunConfig(rc, m, (alpha,), reward, seed), episodes)
+
+    _guard(go)
+
+
+@app.command("train-blend")
+def train_blend(
+    alphas: Annotated[
+        str | None, typer.Option("--alphas", help="Comma-separated grid, e.g. 0,0.25,0.5,0.75,1")
+    ] = None,
+    method: MethodOpt = None,
+    reward: RewardOpt = None,
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = None,
+) -> None:
+    """Train blended agents for a grid of alphas with one method."""
+    from safeknob.stages import blend as stage
+
+    def go():
+        rc = _run_config(experiment, data, force, quiet)
+        grid = stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
+        m = method or rc.experiment.blend.method
+        return stage.run(stage.BlendRunConfig(rc, m, tuple(grid), reward, seed))
+
+    _guard(go)
+
+
+@app.command("evaluate")
+def evaluate(
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    quiet: QuietOpt = False,
+    episodes: Annotated[
+        int | None, typer.Option(help="Episodes per agent (default: the experiment's).")
+    ] = None,
+) -> None:
+    """Roll out every expert and blend; write eval/results.csv and eval/summary.csv."""
+    from safeknob.config import EvalConfig
+    from safeknob.errors import UserError
+    from safeknob.stages import evaluate as stage
+
+    def go():
+        rc = _run_config(experiment, data, False, quiet)
+        if episodes is not None:
+            if episodes < 2:
+                raise UserError(f"--episodes must be >= 2, got {episodes}")
+            ev = EvalConfig(episodes=episodes, seed=rc.experiment.eval.seed, n_boot=rc.experiment.eval.n_boot)
+            rc = type(rc)(rc.experiment.replace(eval=ev), rc.data_dir, rc.force, rc.quiet)
+        return stage.run(rc)
+
+    _guard(go)
+
+
 def main() -> None:
     """Console-script entry point."""
     from safeknob.training import set_threads

@@ -78,7 +78,7 @@ class LagrangeConfig:
 class ExpertsConfig:
     cost_limit: float = 1.5
     """Episode cost budget of the safe expert (undiscounted sum of per-step costs)."""
-    reckless_steps: int = 150_000
+    reckless_steps: int = 100_000
     """Env steps of PPO for the reckless expert."""
     safe_steps: int = 300_000
     """Env steps of PPO-Lagrangian for the safe expert."""

@@ -1,4 +1,4 @@
-"""The exact return-cost frontier R*(c) of a tabular model, by linear programming.
+"""The exact return-cost frontier R*(c) of a tabular model.
 
 For a finite-horizon, undiscounted MDP with cost (:class:`~safeknob.envs.model.TabularModel`)
 every (possibly time-dependent, stochastic) policy induces an occupancy measure
@@ -16,42 +16,54 @@ and the expected episode return and cost are linear in it: ``sum(x * R)`` and ``
 
 is a linear program, and R* is non-decreasing, concave and piecewise-linear in c on
 ``[min_cost, max_cost]``, constant (the unconstrained optimum) above ``max_cost`` and undefined
-(infeasible) below ``min_cost``. Rewards and costs are in the model's units per episode.
+(infeasible) below ``min_cost``. Returns and costs are expected sums over one episode, in the
+model's reward and cost units.
 
-Main entry points: :func:`value_iteration` (the unconstrained optimum by backward induction),
-:func:`solve` (one LP at one budget) and :class:`Frontier` (R* on a grid of budgets, with
-interpolation, an exact per-budget method and a JSON round trip).
+Two ways to get R*:
+
+* :func:`solve` -- the LP at one budget (scipy/HiGHS, ~1.5-4 s on the default HazardGrid,
+  16k variables); also gives the optimal stochastic policy.
+* :func:`frontier_vertices` -- all breakpoints of R* by Lagrangian backward induction
+  (``max R - lam * C`` for a sequence of ``lam``), ~1 s for the whole frontier on the default
+  HazardGrid, exact up to float round-off.
+
+:class:`Frontier` packages either (default: the vertices) with interpolation, an exact
+per-budget LP method and a JSON round trip. Note that a uniform budget grid can be badly
+wrong: on the default HazardGrid R* rises from -1.0 to 0.47 over the first 0.001 of cost
+(slope ~1700) and then only to 0.82 over the remaining 3.3.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from safeknob.envs.model import TabularModel
+from safeknob.envs.model import TabularModel, evaluate_policy
 
 __all__ = [
     "Frontier",
     "FrontierPoint",
     "InfeasibleBudgetError",
     "fingerprint",
+    "frontier_vertices",
     "solve",
     "value_iteration",
 ]
 
-# HiGHS tolerances: tighter than the defaults (1e-7) so the LP's numbers agree with exact
-# policy evaluation to ~1e-9.
+# HiGHS tolerances, tighter than its defaults (1e-7): the frontier is very steep near the
+# minimum cost (slope ~1e3 on the default grid), so a budget overrun of 1e-7 allowed by
+# round-off would buy ~1e-4 of return. At 1e-10 the LP agrees with the exact frontier to ~1e-6.
 _HIGHS_OPTIONS = {
-    "primal_feasibility_tolerance": 1e-9,
-    "dual_feasibility_tolerance": 1e-9,
+    "primal_feasibility_tolerance": 1e-10,
+    "dual_feasibility_tolerance": 1e-10,
 }
-# Relative slack used when a constraint is set to a value another LP just attained
-# (e.g. solving at exactly the minimum cost), so solver round-off does not make it infeasible.
+# Relative slack used when a constraint is set to a value another solve just attained
+# (e.g. solving at exactly the minimum cost), so round-off does not make it infeasible.
 _SLACK = 1e-9
 
 
@@ -68,7 +80,7 @@ class FrontierPoint:
         value: optimal expected episode return R*(c) (reward units per episode).
         cost: expected episode cost of the optimal occupancy (<= budget up to ~1e-9).
         policy: time-dependent stochastic policy, shape (horizon, n_states, n_actions), rows
-            summing to 1; ``occupancy`` normalised per (t, s), uniform where it is 0.
+            summing to 1: ``occupancy`` normalised per (t, s), uniform where it is 0.
         occupancy: the optimal occupancy measure x[t, s, a] >= 0, shape
             (horizon, n_states, n_actions); ``x[t].sum() == 1`` for every t.
     """
@@ -88,21 +100,93 @@ def value_iteration(model: TabularModel) -> tuple[float, np.ndarray]:
         model: the tabular model.
 
     Returns:
-        ``(value, policy)``: the optimal expected episode return ``mu @ V_0`` (float, reward
-        units) and an optimal deterministic time-dependent policy as one-hot action
+        ``(value, policy)``: the optimal expected episode return ``mu @ V_0`` (reward units
+        per episode) and an optimal deterministic time-dependent policy as one-hot action
         probabilities, shape (horizon, n_states, n_actions). Ties go to the lowest action index.
+    """
+    value, policy = _backward_induction(model, np.asarray(model.R, dtype=float))
+    return value, policy
+
+
+def _backward_induction(
+    model: TabularModel, primary: np.ndarray, secondary: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Deterministic time-dependent policy maximising the expected sum of ``primary``.
+
+    Args:
+        model: the tabular model.
+        primary: per-step reward to maximise, shape (n_states, n_actions).
+        secondary: optional per-step reward, shape (n_states, n_actions), used to break ties
+            in ``primary`` (action values within ~1e-12 relative count as tied), i.e. a
+            lexicographic optimum.
+
+    Returns:
+        ``(mu @ V_0 of primary, one-hot policy of shape (horizon, n_states, n_actions))``.
     """
     H, S, A = model.horizon, model.n_states, model.n_actions
     P = np.asarray(model.P, dtype=float)
-    R = np.asarray(model.R, dtype=float)
-    V = np.zeros(S)  # value-to-go with 0 steps left
+    tol = 1e-12 * (1.0 + H * float(np.abs(primary).max()))
+    rows = np.arange(S)
+    V1 = np.zeros(S)
+    V2 = np.zeros(S)
     policy = np.zeros((H, S, A))
     for t in range(H - 1, -1, -1):
-        Q = R + P @ V  # (S, A)
-        best = np.argmax(Q, axis=1)
-        policy[t, np.arange(S), best] = 1.0
-        V = Q[np.arange(S), best]
-    return float(np.asarray(model.mu, dtype=float) @ V), policy
+        Q1 = primary + P @ V1  # (S, A)
+        if secondary is None:
+            best = np.argmax(Q1, axis=1)
+        else:
+            Q2 = secondary + P @ V2
+            tied = Q1 >= Q1.max(axis=1, keepdims=True) - tol
+            best = np.argmax(np.where(tied, Q2, -np.inf), axis=1)
+            V2 = Q2[rows, best]
+        policy[t, rows, best] = 1.0
+        V1 = Q1[rows, best]
+    return float(np.asarray(model.mu, dtype=float) @ V1), policy
+
+
+def frontier_vertices(model: TabularModel, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """All breakpoints of R*(c), by Lagrangian backward induction (no LP).
+
+    By LP duality ``R*(c) = min_{lam >= 0} max_pi [R(pi) - lam * (C(pi) - c)]``, so the vertices
+    of the concave piecewise-linear R* are (cost, return) pairs of deterministic policies that
+    maximise ``R - lam * C`` for some ``lam``. They are traced by the Eisner-Severance hull
+    recursion: between two known vertices, maximise with ``lam`` = the slope of their chord
+    and keep the result if it lies above the chord. Every vertex is the exact evaluation
+    (:func:`~safeknob.envs.model.evaluate_policy`) of a real policy, so interpolating them is
+    never above the true R*; it is below by at most ~``tol``.
+
+    Args:
+        model: the tabular model.
+        tol: a point must lie more than this above a chord (reward units) to count as a vertex.
+
+    Returns:
+        ``(costs, returns)``, each shape (n_vertices,), costs increasing from the minimum
+        achievable expected cost to the least expected cost of an unconstrained optimum;
+        ``np.interp(c, costs, returns)`` is R*(c) on that interval. One backward induction
+        and one policy evaluation per vertex tried (about two per vertex).
+    """
+    R = np.asarray(model.R, dtype=float)
+    C = np.asarray(model.C, dtype=float)
+
+    def point(primary: np.ndarray, secondary: np.ndarray | None = None) -> tuple[float, float]:
+        ret, cost = evaluate_policy(model, _backward_induction(model, primary, secondary)[1])
+        return cost, ret
+
+    left = point(-C, R)  # least cost, then most return
+    right = point(R, -C)  # most return, then least cost
+    if right[0] <= left[0] + tol:
+        return np.array([left[0]]), np.array([max(left[1], right[1])])
+    vertices = [left, right]
+    stack = [(left, right)]
+    while stack:
+        (c1, r1), (c2, r2) = stack.pop()
+        lam = (r2 - r1) / (c2 - c1)
+        c, r = point(R - lam * C)
+        if r - lam * c > r1 - lam * c1 + tol and c1 + tol < c < c2 - tol:
+            vertices.append((c, r))
+            stack += [((c1, r1), (c, r)), ((c, r), (c2, r2))]
+    vertices.sort()
+    return np.array([v[0] for v in vertices]), np.array([v[1] for v in vertices])
 
 
 # ---------------------------------------------------------------------------- the LP
@@ -120,32 +204,33 @@ class _LP:
 def _build_lp(model: TabularModel) -> _LP:
     H, S, A = model.horizon, model.n_states, model.n_actions
     P = np.asarray(model.P, dtype=float)
-    # E[s, (s2, a)] = [s == s2]: sums occupancy over actions.
+    # E[s, (s2, a)] = [s == s2]: sums a step's occupancy over actions.
     E = sp.kron(sp.eye_array(S, format="csr"), np.ones((1, A)), format="csr")
-    # M[s', (s, a)] = P[s, a, s']: next-state distribution from a step's occupancy.
+    # M[s', (s, a)] = P[s, a, s']: the next-state distribution of a step's occupancy.
     M = sp.csr_array(P.reshape(S * A, S).T)
     shift = sp.eye_array(H, k=-1, format="csr")  # ones at (t + 1, t)
-    A_eq = sp.kron(sp.eye_array(H, format="csr"), E, format="csr") - sp.kron(
-        shift, M, format="csr"
-    )
+    A_eq = sp.kron(sp.eye_array(H, format="csr"), E, format="csr") - sp.kron(shift, M, format="csr")
     b_eq = np.zeros(H * S)
     b_eq[:S] = np.asarray(model.mu, dtype=float)
-    reward = np.tile(np.asarray(model.R, dtype=float).ravel(), H)
-    cost = np.tile(np.asarray(model.C, dtype=float).ravel(), H)
-    return _LP(A_eq=sp.csr_array(A_eq), b_eq=b_eq, reward=reward, cost=cost, shape=(H, S, A))
+    return _LP(
+        A_eq=sp.csr_array(A_eq),
+        b_eq=b_eq,
+        reward=np.tile(np.asarray(model.R, dtype=float).ravel(), H),
+        cost=np.tile(np.asarray(model.C, dtype=float).ravel(), H),
+        shape=(H, S, A),
+    )
 
 
-def _run(
-    lp: _LP,
-    objective: np.ndarray,
-    A_ub: np.ndarray | None = None,
-    b_ub: np.ndarray | None = None,
-) -> np.ndarray | None:
-    """Minimise ``objective @ x`` over the occupancy polytope (+ optional rows); None if infeasible."""
+def _run(lp: _LP, objective: np.ndarray, row: np.ndarray | None = None, bound: float = 0.0):
+    """Minimise ``objective @ x`` over the polytope, plus ``row @ x <= bound`` if given.
+
+    Returns:
+        The optimal x clipped at 0, shape (H * S * A,), or None if infeasible.
+    """
     res = linprog(
         objective,
-        A_ub=None if A_ub is None else sp.csr_array(A_ub),
-        b_ub=b_ub,
+        A_ub=None if row is None else sp.csr_array(row[None, :]),
+        b_ub=None if row is None else np.array([bound]),
         A_eq=lp.A_eq,
         b_eq=lp.b_eq,
         bounds=(0, None),
@@ -173,52 +258,41 @@ def _point(lp: _LP, x: np.ndarray, budget: float | None) -> FrontierPoint:
     )
 
 
-def _min_cost(lp: _LP) -> FrontierPoint:
-    """The minimum achievable expected cost, with the best return among cost-minimal policies."""
+def _lp_min_cost(lp: _LP) -> float:
     x = _run(lp, lp.cost)
     assert x is not None, "the occupancy polytope is never empty"
-    c_min = float(lp.cost @ x)
-    return _solve_lp(lp, c_min + _SLACK * max(1.0, abs(c_min)), label=c_min)
+    return float(lp.cost @ x)
 
 
-def _max_cost(lp: _LP) -> tuple[float, FrontierPoint]:
-    """The unconstrained optimum and the least-cost occupancy attaining it.
-
-    Returns:
-        ``(optimum, knee)``: the unconstrained optimal return and the LP solution minimising
-        cost among occupancies whose return is within ~1e-9 of the optimum (its ``budget`` is
-        its own cost).
-    """
-    x = _run(lp, -lp.reward)
-    assert x is not None, "the occupancy polytope is never empty"
-    best = float(lp.reward @ x)
-    # Minimise cost subject to reward >= best - slack, i.e. -reward @ x <= -(best - slack).
-    floor = best - _SLACK * max(1.0, abs(best))
-    x2 = _run(lp, lp.cost, A_ub=-lp.reward[None, :], b_ub=np.array([-floor]))
-    if x2 is None or lp.cost @ x2 > lp.cost @ x:  # solver round-off: keep the plain optimum
-        x2 = x
-    return best, _point(lp, x2, float(lp.cost @ x2))
-
-
-def _solve_lp(lp: _LP, budget: float | None, label: float | None = None) -> FrontierPoint:
+def _lp_solve(lp: _LP, budget: float | None) -> FrontierPoint:
     if budget is None:
         x = _run(lp, -lp.reward)
     else:
-        x = _run(lp, -lp.reward, A_ub=lp.cost[None, :], b_ub=np.array([float(budget)]))
+        x = _run(lp, -lp.reward, row=lp.cost, bound=float(budget))
     if x is None:
-        c_min = float(lp.cost @ _run(lp, lp.cost))
         raise InfeasibleBudgetError(
-            f"cost budget {budget:.6g} is infeasible: the minimum achievable expected cost "
-            f"is {c_min:.6g}"
+            f"cost budget {budget:.6g} is infeasible: the minimum achievable expected "
+            f"episode cost is {_lp_min_cost(lp):.6g}"
         )
-    return _point(lp, x, budget if label is None else label)
+    return _point(lp, x, budget)
+
+
+def _lp_knee(lp: _LP) -> tuple[float, float]:
+    """``(optimum, least cost of an occupancy within ~1e-9 of the optimum)`` by two LPs."""
+    x = _run(lp, -lp.reward)
+    assert x is not None, "the occupancy polytope is never empty"
+    best = float(lp.reward @ x)
+    # Least cost subject to reward >= best - slack, i.e. -reward @ x <= -(best - slack).
+    x2 = _run(lp, lp.cost, row=-lp.reward, bound=-(best - _SLACK * max(1.0, abs(best))))
+    knee = float(lp.cost @ x) if x2 is None else min(float(lp.cost @ x2), float(lp.cost @ x))
+    return best, knee
 
 
 def solve(model: TabularModel, budget: float | None) -> FrontierPoint:
     """Best expected return under an expected-cost budget, by LP over occupancy measures.
 
     Args:
-        model: the tabular model (horizon H, S states, A actions).
+        model: the tabular model (horizon H, S states, A actions); H * S * A LP variables.
         budget: upper bound on the expected episode cost (cost units per episode); None for
             no cost constraint.
 
@@ -230,7 +304,7 @@ def solve(model: TabularModel, budget: float | None) -> FrontierPoint:
         InfeasibleBudgetError: (a ValueError) if ``budget`` is below the minimum achievable
             expected cost.
     """
-    return _solve_lp(_build_lp(model), budget)
+    return _lp_solve(_build_lp(model), budget)
 
 
 def fingerprint(model: TabularModel) -> str:
@@ -247,20 +321,23 @@ def fingerprint(model: TabularModel) -> str:
 # ---------------------------------------------------------------------------- the frontier
 @dataclass(frozen=True, eq=False)
 class Frontier:
-    """R*(c) on a grid of budgets between the minimum cost and the unconstrained optimum's cost.
+    """R*(c) as a table of (budget, value) points between the minimum and the knee cost.
 
-    Build with :meth:`compute`; evaluate with ``frontier(c)`` (piecewise-linear interpolation of
-    the solved points, a lower bound on the concave R* that is exact at the grid points) or
-    :meth:`exact` (re-solves the LP at c).
+    Build with :meth:`compute`; evaluate with ``frontier(c)`` (piecewise-linear interpolation
+    of the table; exact with ``method="vertices"``, a lower bound on the concave R* with
+    ``method="lp"``) or :meth:`exact` (solves the LP at c).
 
     Attributes:
-        budgets: the grid of budgets, shape (n,), increasing from ``min_cost`` to ``max_cost``.
+        budgets: budgets of the table, shape (n,), increasing from ``min_cost`` to ``max_cost``
+            (cost units per episode).
         values: R* at each budget, shape (n,) (reward units per episode).
-        costs: expected cost of the optimal occupancy at each budget, shape (n,) (<= budgets).
+        costs: expected cost of the optimal solution at each budget, shape (n,) (<= budgets).
         min_cost: the minimum achievable expected episode cost.
         max_cost: the least expected cost at which the unconstrained optimum is attained;
-            R*(c) = ``optimum`` for every c >= max_cost.
+            R*(c) = ``optimum`` for every c >= max_cost. Ill-conditioned when R* is nearly
+            flat at the top (default HazardGrid: the last 1e-4 of cost buys 3e-10 of return).
         optimum: the unconstrained optimal expected return.
+        method: ``"vertices"`` or ``"lp"``, how the table was computed.
         model_id: :func:`fingerprint` of the model the frontier was computed for.
     """
 
@@ -270,102 +347,129 @@ class Frontier:
     min_cost: float
     max_cost: float
     optimum: float
+    method: str
     model_id: str
     _model: TabularModel | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def compute(cls, model: TabularModel, n_points: int = 41) -> Frontier:
-        """Solve the LP at ``n_points`` evenly spaced budgets in [min_cost, max_cost].
+    def compute(
+        cls,
+        model: TabularModel,
+        n_points: int = 41,
+        method: Literal["vertices", "lp"] = "vertices",
+    ) -> Frontier:
+        """Compute the frontier table.
 
         Args:
             model: the tabular model.
-            n_points: number of grid budgets (>= 2), endpoints included. Costs about
-                ``n_points + 3`` LP solves.
+            n_points: number of evenly spaced budgets in [min_cost, max_cost], endpoints
+                included (>= 2); used by ``method="lp"`` only.
+            method: ``"vertices"`` (default): every breakpoint of R* via
+                :func:`frontier_vertices`, so interpolation is exact; about 1 s on the default
+                HazardGrid. ``"lp"``: the LP at ``n_points`` evenly spaced budgets (min cost
+                and knee by LP too); ``n_points + 3`` LP solves, about a minute on the default
+                HazardGrid, and interpolation between grid points can badly under-estimate a
+                steep R*.
 
         Returns:
-            The frontier. If ``max_cost - min_cost`` is below ~1e-9 the grid collapses to
-            the single budget ``min_cost``.
+            The frontier. If ``max_cost - min_cost`` is below ~1e-9 the table has one point.
         """
+        if method == "vertices":
+            costs, values = frontier_vertices(model)
+            return cls(
+                budgets=costs,
+                values=values,
+                costs=costs.copy(),
+                min_cost=float(costs[0]),
+                max_cost=float(costs[-1]),
+                optimum=float(values[-1]),
+                method=method,
+                model_id=fingerprint(model),
+                _model=model,
+            )
+        if method != "lp":
+            raise ValueError(f"method must be 'vertices' or 'lp', got {method!r}")
         if n_points < 2:
             raise ValueError(f"n_points must be >= 2, got {n_points}")
         lp = _build_lp(model)
-        lo = _min_cost(lp)
-        best, knee = _max_cost(lp)
-        c_min = float(lo.budget)  # type: ignore[arg-type]
-        c_max = max(float(knee.budget), c_min)  # type: ignore[arg-type]
+        c_min = _lp_min_cost(lp)
+        best, c_max = _lp_knee(lp)
+        c_max = max(c_max, c_min)
         if c_max - c_min <= _SLACK * max(1.0, abs(c_max)):
             budgets = np.array([c_min])
-            points = [lo]
-            c_max = c_min
         else:
             budgets = np.linspace(c_min, c_max, n_points)
-            points = [lo] + [_solve_lp(lp, float(b)) for b in budgets[1:-1]] + [knee]
-        values = np.array([p.value for p in points])
-        # The knee LP's return may fall short of the optimum by the ~1e-9 slack; use the optimum.
-        values[-1] = best
+        slack = _SLACK * max(1.0, abs(c_min))
+        points = [
+            _lp_solve(lp, float(b) + (slack if i == 0 else 0.0)) for i, b in enumerate(budgets[:-1])
+        ]
+        values = np.array([p.value for p in points] + [best])
+        costs = np.array([p.cost for p in points] + [c_max])
         return cls(
             budgets=budgets,
             values=values,
-            costs=np.array([p.cost for p in points]),
+            costs=costs,
             min_cost=c_min,
             max_cost=float(c_max),
-            optimum=float(best),
+            optimum=best,
+            method=method,
             model_id=fingerprint(model),
             _model=model,
         )
 
     # ------------------------------------------------------------------ evaluation
     def __call__(self, c: float | np.ndarray) -> float | np.ndarray:
-        """R*(c) by linear interpolation of the grid (reward units per episode).
+        """R*(c) by linear interpolation of the table (reward units per episode).
 
         Args:
-            c: budget(s), scalar or array of any shape.
+            c: budget(s) in cost units per episode, scalar or array of any shape.
 
         Returns:
-            Same shape as ``c``: ``optimum`` for c >= max_cost, nan for c < min_cost (beyond a
-            1e-9 relative tolerance), the interpolated value in between.
+            Same shape as ``c`` (a float for a scalar): ``optimum`` for c >= max_cost, nan for
+            c < min_cost (beyond a 1e-9 relative tolerance), the interpolation in between.
         """
         c_arr = np.asarray(c, dtype=float)
         out = np.interp(c_arr, self.budgets, self.values)
         out = np.where(c_arr >= self.max_cost, self.optimum, out)
-        tol = _SLACK * max(1.0, abs(self.min_cost))
-        out = np.where(c_arr < self.min_cost - tol, np.nan, out)
+        out = np.where(c_arr < self.min_cost - _SLACK * max(1.0, abs(self.min_cost)), np.nan, out)
         return float(out) if out.ndim == 0 else out
 
     def exact(self, c: float, model: TabularModel | None = None) -> float:
-        """R*(c) by solving the LP at c directly.
+        """R*(c) by solving the LP at c directly (~1.5-4 s on the default HazardGrid).
 
         Args:
             c: the budget (cost units per episode).
-            model: the model; needed only for a frontier loaded with :meth:`from_dict` without
-                one. Must match :attr:`model_id`.
+            model: the model; needed only for a frontier loaded by :meth:`from_dict` without
+                one, and then checked against :attr:`model_id`.
 
         Returns:
-            The optimal expected return, or nan if c < min_cost.
+            The optimal expected return (reward units per episode); nan if c < min_cost;
+            ``optimum`` if c >= max_cost.
         """
         m = self._check_model(model)
-        if c < self.min_cost - _SLACK * max(1.0, abs(self.min_cost)):
+        tol = _SLACK * max(1.0, abs(self.min_cost))
+        if c < self.min_cost - tol:
             return float("nan")
         if c >= self.max_cost:
             return self.optimum
-        return solve(m, max(float(c), self.min_cost + _SLACK * max(1.0, abs(self.min_cost)))).value
+        return solve(m, max(float(c), self.min_cost + tol)).value
 
     def solve(self, c: float | None, model: TabularModel | None = None) -> FrontierPoint:
-        """The full LP solution (including the policy) at budget c; see :func:`solve`."""
+        """The full LP solution (value, cost and policy) at budget c; see :func:`solve`."""
         return solve(self._check_model(model), c)
 
     def _check_model(self, model: TabularModel | None) -> TabularModel:
+        if model is not None and fingerprint(model) != self.model_id:
+            raise ValueError("the model does not match the one this Frontier was computed for")
         m = model if model is not None else self._model
         if m is None:
             raise ValueError("this Frontier has no model attached; pass model=...")
-        if model is not None and fingerprint(model) != self.model_id:
-            raise ValueError("the model does not match the one this Frontier was computed for")
         return m
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the model itself is not included, only its fingerprint)."""
+        """A JSON-serialisable dict (the model is not included, only its fingerprint)."""
         return {
             "budgets": [float(b) for b in self.budgets],
             "values": [float(v) for v in self.values],
@@ -373,6 +477,7 @@ class Frontier:
             "min_cost": float(self.min_cost),
             "max_cost": float(self.max_cost),
             "optimum": float(self.optimum),
+            "method": self.method,
             "model_id": self.model_id,
         }
 
@@ -382,8 +487,7 @@ class Frontier:
 
         Args:
             data: the dict from :meth:`to_dict` (e.g. after a JSON round trip).
-            model: optionally the model, attached for :meth:`exact`; it is checked against the
-                stored fingerprint.
+            model: optionally the model, attached for :meth:`exact` and :meth:`solve`.
 
         Raises:
             ValueError: if ``model`` does not match the stored fingerprint.
@@ -397,6 +501,7 @@ class Frontier:
             min_cost=float(data["min_cost"]),
             max_cost=float(data["max_cost"]),
             optimum=float(data["optimum"]),
+            method=str(data["method"]),
             model_id=str(data["model_id"]),
             _model=model,
         )

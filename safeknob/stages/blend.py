@@ -1,0 +1,174 @@
+"""Stages ``train-blend`` (a grid of alphas) and ``blend`` (one alpha, evaluated briefly)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from safeknob.artifacts import ArtifactError, atomic_dir, make_meta, read_meta, write_json
+from safeknob.errors import UserError
+from safeknob.methods import BlendContext, Method, get_method
+from safeknob.metrics import ExpertStats, bootstrap_ci, position
+from safeknob.rollout import Agent, rollout
+from safeknob.stages.common import RunConfig, console, progress_bar, stage_config, up_to_date
+from safeknob.training import env_factory
+
+STAGE = "blend"
+
+
+@dataclass(frozen=True)
+class BlendRunConfig:
+    run: RunConfig
+    """Experiment, data folder, force, quiet."""
+    method: str = "budget"
+    """Blend method (``--method``)."""
+    alphas: tuple[float, ...] = (0.6,)
+    """Alphas to produce agents for."""
+    reward: str | None = None
+    """Reward source for methods that take one (``airl`` or ``env``)."""
+    seed: int | None = None
+    """Training seed (default: the experiment's)."""
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """``"0,0.25,0.5"`` -> (0.0, 0.25, 0.5); raises UserError on malformed or out-of-range."""
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip() != ""]
+    except ValueError:
+        raise UserError(
+            f"malformed alpha list {text!r}; use comma-separated numbers, e.g. 0,0.25,0.5"
+        ) from None
+    if not vals:
+        raise UserError("empty alpha list; use comma-separated numbers, e.g. 0,0.25,0.5")
+    for a in vals:
+        check_alpha(a)
+    return tuple(sorted(set(vals)))
+
+
+def check_alpha(alpha: float) -> None:
+    if not (0.0 <= alpha <= 1.0):
+        raise UserError(f"alpha must be in [0, 1], got {alpha:g}")
+
+
+def demo_costs(rc: RunConfig) -> tuple[float, float]:
+    """(C_safe, C_reck): the experts' mean episode costs in their demonstrations."""
+    out = []
+    for role in ("safe", "reckless"):
+        m = read_meta(rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json")
+        out.append(float(m["summary"]["cost_mean"]))
+    return out[0], out[1]
+
+
+def context(rc: RunConfig, seed: int | None = None) -> BlendContext:
+    c_safe, c_reck = demo_costs(rc)
+    return BlendContext(run=rc, seed=rc.experiment.seed if seed is None else seed, c_safe=c_safe, c_reck=c_reck)
+
+
+def run(bc: BlendRunConfig) -> Path:
+    """Produce one agent per alpha under ``blends/<method>/alpha-A/``; returns the method folder."""
+    for a in bc.alphas:
+        check_alpha(a)
+    method = get_method(bc.method, bc.reward)
+    rc = bc.run
+    ctx = context(rc, bc.seed)
+    config = {
+        **stage_config(rc.experiment, "env", "ppo", "lagrange", "experts", "demos", "blend"),
+        "method": method.name,
+        "train_seed": ctx.seed,
+    }
+    todo = [
+        a
+        for a in bc.alphas
+        if not up_to_date(
+            rc.paths.blend(method.name, a) / "meta.json",
+            {**config, "alpha": a},
+            rc.force,
+            f"safeknob blend --method {bc.method} --alpha {a:g}",
+        )
+    ]
+    steps = method.steps(ctx)
+    with progress_bar(rc.quiet or not todo) as progress:
+        overall = progress.add_task(f"{method.name} blends", total=len(todo))
+        for a in todo:
+            task = progress.add_task(f"alpha={a:.2f}", total=max(steps, 1)) if steps else None
+            ctx.progress, ctx.task = progress, task
+            t0 = time.perf_counter()
+            with atomic_dir(rc.paths.blend(method.name, a)) as tmp:
+                extra = method.train(ctx, a, tmp)
+                meta = make_meta(
+                    STAGE,
+                    {**config, "alpha": a},
+                    ctx.seed,
+                    wall_seconds=time.perf_counter() - t0,
+                    method=method.name,
+                    method_arg=bc.method,
+                    reward=bc.reward,
+                    alpha=a,
+                    budget=ctx.budget(a),
+                    c_safe=ctx.c_safe,
+                    c_reck=ctx.c_reck,
+                    train_seconds=time.perf_counter() - t0 if method.trains else 0.0,
+                    **extra,
+                )
+                write_json(tmp / "meta.json", meta)
+            if task is not None:
+                progress.remove_task(task)
+            progress.update(overall, advance=1)
+    return rc.paths.blends / method.name
+
+
+def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict, Agent]:
+    """The agent stored in a blend folder (checked)."""
+    meta = read_meta(folder, STAGE, "safeknob train-blend")
+    name = str(meta.get("method_arg", meta.get("method", "")))
+    method = get_method(name, meta.get("reward"))
+    try:
+        agent = method.load_agent(ctx, folder, meta)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken folder, whatever the cause
+        raise ArtifactError(
+            f"{folder} cannot be loaded ({type(exc).__name__}: {exc}); re-run "
+            f"`safeknob blend --method {name} --alpha {meta.get('alpha')} --force`"
+        ) from None
+    return method, meta, agent
+
+
+def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
+    """``safeknob blend --alpha A``: produce the agent, evaluate it briefly, show where it sits."""
+    folder_root = run(bc)
+    rc = bc.run
+    alpha = bc.alphas[0]
+    folder = folder_root / f"alpha-{alpha:.2f}"
+    ctx = context(rc, bc.seed)
+    _, _, agent = load_blend(ctx, folder)
+    seed = rc.experiment.eval.seed
+    make = env_factory(rc.experiment.env)
+    rows = []
+    for role in ("safe", "reckless"):
+        meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())
+        ev = meta["evaluation"]
+        rows.append((f"expert-{role}", ev["return_mean"], ev["cost_mean"]))
+    res = rollout(agent, make, episodes, seed)
+    r = bootstrap_ci(res.returns, seed=seed)
+    c = bootstrap_ci(res.costs, seed=seed)
+    experts = ExpertStats(rows[0][1], rows[0][2], rows[1][1], rows[1][2])
+    table = Table(title=f"{folder_root.name} at alpha={alpha:g} ({episodes} episodes)")
+    for col in ("agent", "return", "cost", "position"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    table.add_row("expert-safe", f"{rows[0][1]:.3f}", f"{rows[0][2]:.3f}", "0.00")
+    table.add_row(
+        f"[bold]{folder_root.name} alpha={alpha:g}[/]",
+        f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]",
+        f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]",
+        f"{position(c[0], experts):.2f}",
+    )
+    table.add_row("expert-reckless", f"{rows[1][1]:.3f}", f"{rows[1][2]:.3f}", "1.00")
+    if not rc.quiet:
+        console.print(table)
+        console.print(f"saved in {folder}")
+    return folder

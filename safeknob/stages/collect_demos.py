@@ -1,0 +1,205 @@
+"""Stage ``collect-demos``: roll both experts out and save each as an on-disk dataset that
+keeps the per-step cost (or import demonstrations recorded elsewhere with ``--from``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from safeknob import data
+from safeknob.artifacts import (
+    ROLES,
+    ArtifactError,
+    atomic_dir,
+    checksum,
+    make_meta,
+    read_meta,
+    write_json,
+)
+from safeknob.envs import make_env
+from safeknob.errors import UserError
+from safeknob.metrics import bootstrap_ci
+from safeknob.rollout import PolicyAgent, rollout
+from safeknob.stages.common import (
+    RunConfig,
+    console,
+    progress_bar,
+    stage_config,
+    up_to_date,
+    write_config,
+)
+from safeknob.training import env_factory, load_ppo
+
+STAGE = "collect-demos"
+FIX = "safeknob collect-demos"
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    run: RunConfig
+    """Experiment, data folder, force, quiet."""
+    source: Path | None = None
+    """Import this imitation dataset instead of rolling the expert out."""
+    role: str | None = None
+    """Which expert the imported dataset belongs to (``safe`` or ``reckless``)."""
+
+
+def summarize(trajs: list[Any], seed: int = 0) -> dict[str, Any]:
+    rets = np.array([float(np.sum(t.rews)) for t in trajs])
+    costs = np.array([float(np.sum(data.costs(t))) for t in trajs])
+    r, rlo, rhi = bootstrap_ci(rets, seed=seed)
+    c, clo, chi = bootstrap_ci(costs, seed=seed)
+    return {
+        "episodes": len(trajs),
+        "transitions": int(sum(len(t.acts) for t in trajs)),
+        "return_mean": r,
+        "return_lo": rlo,
+        "return_hi": rhi,
+        "cost_mean": c,
+        "cost_lo": clo,
+        "cost_hi": chi,
+        "cost_std": float(np.std(costs)),
+        "cost_storage": "infos[t]['cost'] (float)",
+    }
+
+
+def load_expert(rc: RunConfig, role: str):
+    folder = rc.paths.expert(role)
+    meta = read_meta(folder, "train-experts", "safeknob train-experts")
+    if not (folder / "model.zip").is_file():
+        raise ArtifactError(f"{folder}/model.zip is missing; run `safeknob train-experts --force`")
+    try:
+        model = load_ppo(folder / "model.zip")
+    except Exception:  # noqa: BLE001
+        raise ArtifactError(
+            f"{folder}/model.zip is corrupt; run `safeknob train-experts --force`"
+        ) from None
+    return model, meta
+
+
+def run(cc: CollectConfig) -> Path:
+    """Record (or import) demonstrations; returns ``demos/``."""
+    rc = cc.run
+    if cc.source is not None:
+        return import_demos(cc)
+    exp = rc.experiment
+    config = stage_config(exp, "env", "ppo", "lagrange", "experts", "demos")
+    todo = [r for r in ROLES if not up_to_date(rc.paths.demos(r) / "manifest.json", config, rc.force, FIX)]
+    models = {role: load_expert(rc, role) for role in todo}
+    write_config(rc)
+    with progress_bar(rc.quiet) as progress:
+        for i, role in enumerate(todo):
+            model, meta = models[role]
+            task = progress.add_task(f"{role} demos", total=exp.demos.episodes)
+            t0 = time.perf_counter()
+            seed = 1_000_003 * (exp.seed + 1) + i
+            res = rollout(
+                PolicyAgent(model, bool(meta.get("deterministic", True))),
+                env_factory(exp.env),
+                exp.demos.episodes,
+                seed,
+                record=True,
+                progress=lambda n, task=task: progress.update(task, advance=n),
+            )
+            trajs = data.to_trajectories(res.episodes)
+            with atomic_dir(rc.paths.demos(role)) as tmp:
+                data.save(tmp, trajs)
+                manifest = make_meta(
+                    STAGE,
+                    config,
+                    seed,
+                    inputs={"expert": rc.paths.expert(role) / "model.zip"},
+                    wall_seconds=time.perf_counter() - t0,
+                    role=role,
+                    expert=str(rc.paths.expert(role)),
+                    source="rollout",
+                    summary=summarize(trajs, seed),
+                )
+                write_json(tmp / "manifest.json", manifest)
+    if not rc.quiet:
+        for role in ROLES:
+            print_info(rc.paths.demos(role))
+    return rc.paths.root / "demos"
+
+
+def import_demos(cc: CollectConfig) -> Path:
+    """Validate a dataset recorded elsewhere against the experiment's env and copy it in."""
+    rc = cc.run
+    if cc.role not in ROLES:
+        raise UserError(f"--role must be one of {', '.join(ROLES)} with --from, got {cc.role!r}")
+    src = Path(cc.source)  # type: ignore[arg-type]
+    fix = "record it with costs in infos[t]['cost'] or pick the matching --experiment"
+    trajs = data.load(src, fix=f"{FIX} --from PATH (PATH must be an imitation dataset)")
+    env = make_env(rc.experiment.env.id, dict(rc.experiment.env.kwargs), rc.experiment.env.cost_fn)
+    data.check_compatible(trajs, env, str(src), fix)
+    env.close()
+    dest = rc.paths.demos(cc.role)
+    if dest.exists() and not rc.force:
+        raise ArtifactError(f"{dest} already exists; add --force to replace it")
+    write_config(rc)
+    with atomic_dir(dest) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy2(f, tmp / f.name)
+        manifest = make_meta(
+            STAGE,
+            stage_config(rc.experiment, "env", "demos"),
+            rc.experiment.seed,
+            inputs={"source": src},
+            role=cc.role,
+            source=str(src.resolve()),
+            summary=summarize(trajs),
+        )
+        write_json(tmp / "manifest.json", manifest)
+    if not rc.quiet:
+        print_info(dest)
+    return dest
+
+
+def load_role(rc: RunConfig, role: str) -> tuple[list[Any], dict[str, Any]]:
+    """Trajectories and manifest of one role's demonstrations (checked)."""
+    folder = rc.paths.demos(role)
+    manifest = read_meta(folder, STAGE, FIX, name="manifest.json")
+    return data.load(folder), manifest
+
+
+def print_info(path: Path) -> None:
+    """``safeknob demos info``: a table of a demonstration folder's manifest."""
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if mpath.is_file():
+        try:
+            manifest = json.loads(mpath.read_text())
+            summary = manifest["summary"]
+        except (json.JSONDecodeError, KeyError):
+            raise ArtifactError(f"{mpath} is corrupt; re-run `{FIX} --force`") from None
+        title = f"{path} ({manifest.get('role', '?')} expert, seed {manifest.get('seed')})"
+    else:
+        summary = summarize(data.load(path))
+        title = f"{path} (no manifest; computed from the dataset)"
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    table.add_row("episodes", str(summary["episodes"]))
+    table.add_row("transitions", str(summary["transitions"]))
+    table.add_row(
+        "return (95% CI)",
+        f"{summary['return_mean']:.3f} [{summary['return_lo']:.3f}, {summary['return_hi']:.3f}]",
+    )
+    table.add_row(
+        "cost (95% CI)",
+        f"{summary['cost_mean']:.3f} [{summary['cost_lo']:.3f}, {summary['cost_hi']:.3f}]",
+    )
+    table.add_row("cost stored as", summary.get("cost_storage", "infos[t]['cost']"))
+    console.print(table)
+
+
+def dataset_checksum(path: Path) -> str:
+    return checksum(path)

@@ -1,0 +1,208 @@
+"""Stage ``evaluate``: roll out every expert and blended agent, write ``eval/results.csv``
+(one row per method, alpha, seed) and ``eval/summary.csv`` (one row per method)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from safeknob.artifacts import ArtifactError, atomic_dir, write_json
+from safeknob.envs import make_env, tabular_model
+from safeknob.envs.frontier import Frontier, fingerprint
+from safeknob.metrics import (
+    ExpertStats,
+    bootstrap_ci,
+    chord_gain,
+    frontier_gap,
+    position,
+    summarize_method,
+)
+from safeknob.rollout import Agent, PolicyAgent, rollout
+from safeknob.stages.blend import context, load_blend
+from safeknob.stages.collect_demos import load_expert
+from safeknob.stages.common import RunConfig, console, progress_bar
+from safeknob.training import env_factory
+
+RESULT_COLUMNS = [
+    "experiment", "env_id", "method", "alpha", "seed", "episodes",
+    "return_mean", "return_lo", "return_hi", "cost_mean", "cost_lo", "cost_hi", "cost_std",
+    "position", "chord_gain", "frontier_return", "frontier_gap", "train_seconds",
+]  # fmt: skip
+SUMMARY_COLUMNS = [
+    "experiment", "method", "n_alphas", "spearman", "violations", "calibration_error",
+    "calibration_max", "chord_gain_mean", "frontier_gap_mean", "frontier_gap_max",
+    "cost_std_mean", "train_seconds",
+]  # fmt: skip
+
+
+def exact_frontier(rc: RunConfig) -> Frontier | None:
+    """The env's exact frontier (cached in ``cache/frontier.json``), or None."""
+    env = make_env(rc.experiment.env.id, dict(rc.experiment.env.kwargs), rc.experiment.env.cost_fn)
+    model = tabular_model(env)
+    env.close()
+    if model is None:
+        return None
+    cache = rc.paths.cache / "frontier.json"
+    fp = fingerprint(model)
+    if cache.is_file():
+        try:
+            fr = Frontier.from_dict(json.loads(cache.read_text()))
+            if fr.model_id == fp:
+                return fr
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass
+    fr = Frontier.compute(model)
+    write_json(cache, fr.to_dict())
+    return fr
+
+
+def measure(
+    agent: Agent, rc: RunConfig, episodes: int, progress=None, task=None
+) -> dict[str, Any]:
+    seed = rc.experiment.eval.seed
+    res = rollout(
+        agent,
+        env_factory(rc.experiment.env),
+        episodes,
+        seed,
+        progress=(lambda n: progress.update(task, advance=n)) if progress is not None else None,
+    )
+    r = bootstrap_ci(res.returns, n_boot=rc.experiment.eval.n_boot, seed=seed)
+    c = bootstrap_ci(res.costs, n_boot=rc.experiment.eval.n_boot, seed=seed)
+    return {
+        "episodes": episodes,
+        "return_mean": r[0],
+        "return_lo": r[1],
+        "return_hi": r[2],
+        "cost_mean": c[0],
+        "cost_lo": c[1],
+        "cost_hi": c[2],
+        "cost_std": float(np.std(res.costs)),
+    }
+
+
+def _blend_folders(rc: RunConfig) -> list[Path]:
+    root = rc.paths.blends
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for m in sorted(root.iterdir()) if m.is_dir() and not m.name.startswith(".")
+        for p in m.iterdir() if p.is_dir() and p.name.startswith("alpha-")
+    )  # fmt: skip
+
+
+def run(rc: RunConfig) -> Path:
+    """Evaluate every agent; returns ``eval/``."""
+    exp = rc.experiment
+    n = exp.eval.episodes
+    # Checks first, so bad input changes nothing on disk.
+    experts = {role: load_expert(rc, role) for role in ("safe", "reckless")}
+    ctx = context(rc)  # needs the demonstrations
+    folders = _blend_folders(rc)
+    blends = [(f, *load_blend(ctx, f)) for f in folders]
+    frontier = exact_frontier(rc)
+
+    rows: list[dict[str, Any]] = []
+    with progress_bar(rc.quiet) as progress:
+        overall = progress.add_task("agents", total=2 + len(blends))
+        stats: dict[str, dict[str, Any]] = {}
+        for role in ("safe", "reckless"):
+            model, meta = experts[role]
+            task = progress.add_task(f"expert-{role}", total=n)
+            stats[role] = measure(PolicyAgent(model, bool(meta.get("deterministic", True))), rc, n, progress, task)
+            stats[role].update(
+                method=f"expert-{role}",
+                alpha=1.0 if role == "reckless" else 0.0,
+                seed=int(meta["seed"]),
+                train_seconds=float(meta.get("wall_seconds") or 0.0),
+            )
+            progress.update(overall, advance=1)
+        ref = ExpertStats(
+            stats["safe"]["return_mean"], stats["safe"]["cost_mean"],
+            stats["reckless"]["return_mean"], stats["reckless"]["cost_mean"],
+        )  # fmt: skip
+        rows.extend([stats["safe"], stats["reckless"]])
+        for folder, _method, meta, agent in blends:
+            task = progress.add_task(f"{meta['method']} alpha={meta['alpha']:.2f}", total=n)
+            row = measure(agent, rc, n, progress, task)
+            row.update(
+                method=meta["method"],
+                alpha=float(meta["alpha"]),
+                seed=int(meta["seed"]),
+                train_seconds=float(meta.get("train_seconds") or 0.0),
+            )
+            rows.append(row)
+            progress.update(overall, advance=1)
+
+    for row in rows:
+        row["experiment"] = exp.name
+        row["env_id"] = exp.env.id
+        row["position"] = position(row["cost_mean"], ref)
+        row["chord_gain"] = chord_gain(row["return_mean"], row["cost_mean"], ref)
+        if frontier is not None:
+            # Costs a hair below the minimum achievable (sampling noise) use the minimum.
+            fr_c = max(row["cost_mean"], frontier.min_cost)
+            row["frontier_return"] = float(frontier(fr_c))
+            row["frontier_gap"] = frontier_gap(row["return_mean"], fr_c, ref, frontier)
+        else:
+            row["frontier_return"] = math.nan
+            row["frontier_gap"] = math.nan
+    results = pd.DataFrame(rows)[RESULT_COLUMNS]
+    results = results.sort_values(["method", "alpha", "seed"], kind="stable").reset_index(drop=True)
+
+    summary_rows = []
+    for method, df in results.groupby("method", sort=True):
+        if str(method).startswith("expert-"):
+            continue
+        s = summarize_method(df)
+        summary_rows.append({"experiment": exp.name, "method": method, **s})
+    summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS)
+
+    with atomic_dir(rc.paths.eval) as tmp:
+        results.to_csv(tmp / "results.csv", index=False, float_format="%.6g")
+        summary.to_csv(tmp / "summary.csv", index=False, float_format="%.6g")
+    if not rc.quiet:
+        print_summary(results, summary)
+    return rc.paths.eval
+
+
+def print_summary(results: pd.DataFrame, summary: pd.DataFrame) -> None:
+    t = Table(title="Agents (return and cost: mean [95% CI])")
+    for col in ("method", "alpha", "return", "cost", "position", "chord gain", "frontier gap"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for _, r in results.iterrows():
+        t.add_row(
+            str(r.method), f"{r.alpha:.2f}",
+            f"{r.return_mean:.3f} [{r.return_lo:.3f}, {r.return_hi:.3f}]",
+            f"{r.cost_mean:.2f} [{r.cost_lo:.2f}, {r.cost_hi:.2f}]",
+            _f(r.position), _f(r.chord_gain), _f(r.frontier_gap),
+        )  # fmt: skip
+    console.print(t)
+    s = Table(title="Summary per method")
+    for col in ("method", "alphas", "spearman", "violations", "calib. err (mean/max)",
+                "chord gain", "frontier gap (mean/max)", "train s"):  # fmt: skip
+        s.add_column(col, justify="left" if col == "method" else "right")
+    for _, r in summary.iterrows():
+        s.add_row(
+            str(r.method), str(r.n_alphas), _f(r.spearman), str(r.violations),
+            f"{_f(r.calibration_error)} / {_f(r.calibration_max)}", _f(r.chord_gain_mean),
+            f"{_f(r.frontier_gap_mean)} / {_f(r.frontier_gap_max)}", f"{r.train_seconds:.0f}",
+        )  # fmt: skip
+    console.print(s)
+
+
+def _f(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def load_results(rc: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    for name in ("results.csv", "summary.csv"):
+        if not (rc.paths.eval / name).is_file():
+            raise ArtifactError(f"{rc.paths.eval / name} not found; run `safeknob evaluate` first")
+    return pd.read_csv(rc.paths.eval / "results.csv"), pd.read_csv(rc.paths.eval / "summary.csv")
