@@ -118,7 +118,9 @@ def collect_demos(
 
 @demos_app.command("info")
 def demos_info(
-    path: Annotated[Path, typer.Argument(help="A demonstration folder, e.g. data/hazard-grid/demos/safe")],
+    path: Annotated[
+        Path, typer.Argument(help="A demonstration folder, e.g. data/hazard-grid/demos/safe")
+    ],
 ) -> None:
     """Print a demonstration dataset's summary (episodes, return, cost)."""
     from safeknob.stages import collect_demos as stage
@@ -138,7 +140,9 @@ RewardOpt = Annotated[
 
 @app.command("blend")
 def blend(
-    alpha: Annotated[float, typer.Option("--alpha", "-a", help="0 = safe expert, 1 = reckless.")] = 0.6,
+    alpha: Annotated[
+        float, typer.Option("--alpha", "-a", help="0 = safe expert, 1 = reckless.")
+    ] = 0.6,
     method: MethodOpt = None,
     reward: RewardOpt = None,
     experiment: ExperimentOpt = None,
@@ -204,7 +208,9 @@ def evaluate(
         if episodes is not None:
             if episodes < 2:
                 raise UserError(f"--episodes must be >= 2, got {episodes}")
-            ev = EvalConfig(episodes=episodes, seed=rc.experiment.eval.seed, n_boot=rc.experiment.eval.n_boot)
+            ev = EvalConfig(
+                episodes=episodes, seed=rc.experiment.eval.seed, n_boot=rc.experiment.eval.n_boot
+            )
             rc = type(rc)(rc.experiment.replace(eval=ev), rc.data_dir, rc.force, rc.quiet)
         return stage.run(rc)
 

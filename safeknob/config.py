@@ -7,13 +7,14 @@ naming the key. Derived values are properties, never fields filled in at runtime
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -195,9 +196,7 @@ def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
         raise ConfigError(
             f"{prefix}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
         )
-    kwargs = {
-        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
-    }
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 

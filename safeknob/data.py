@@ -121,14 +121,19 @@ def check_compatible(
         obs = np.asarray(t.obs)
         acts = np.asarray(t.acts)
         if isinstance(obs_space, gym.spaces.Discrete):
-            ok_obs = obs.ndim == 1 and np.all(obs == np.round(obs)) and obs_space.contains(
-                int(obs.max())
-            ) and obs.min() >= obs_space.start
+            ok_obs = (
+                obs.ndim == 1
+                and np.all(obs == np.round(obs))
+                and obs_space.contains(int(obs.max()))
+                and obs.min() >= obs_space.start
+            )
         else:
             ok_obs = obs.shape[1:] == obs_space.shape
         if isinstance(act_space, gym.spaces.Discrete):
-            ok_act = acts.ndim == 1 and acts.min() >= act_space.start and act_space.contains(
-                int(acts.max())
+            ok_act = (
+                acts.ndim == 1
+                and acts.min() >= act_space.start
+                and act_space.contains(int(acts.max()))
             )
         else:
             ok_act = acts.shape[1:] == act_space.shape

@@ -116,7 +116,9 @@ class HazardGridEnv(gym.Env):
             for a, (dr, dc) in enumerate(MOVES):
                 nr, nc = r + dr, c + dc
                 ok = 0 <= nr < self.grid.shape[0] and 0 <= nc < self.grid.shape[1]
-                self.next_state[s, a] = self.index[(nr, nc)] if ok and self.grid[nr, nc] != "#" else s
+                self.next_state[s, a] = (
+                    self.index[(nr, nc)] if ok and self.grid[nr, nc] != "#" else s
+                )
 
         self.observation_space = spaces.Discrete(self.n_states)
         self.action_space = spaces.Discrete(4)
@@ -181,8 +183,13 @@ class HazardGridEnv(gym.Env):
         return None
 
     def _rgb(self, scale: int = 16) -> np.ndarray:
-        colours = {".": (235, 235, 235), "H": (220, 90, 60), "#": (40, 40, 40),
-                   "S": (90, 140, 220), "G": (80, 180, 90)}
+        colours = {
+            ".": (235, 235, 235),
+            "H": (220, 90, 60),
+            "#": (40, 40, 40),
+            "S": (90, 140, 220),
+            "G": (80, 180, 90),
+        }
         img = np.zeros((*self.grid.shape, 3), dtype=np.uint8)
         for ch, col in colours.items():
             img[self.grid == ch] = col

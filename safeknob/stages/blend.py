@@ -58,14 +58,18 @@ def demo_costs(rc: RunConfig) -> tuple[float, float]:
     """(C_safe, C_reck): the experts' mean episode costs in their demonstrations."""
     out = []
     for role in ("safe", "reckless"):
-        m = read_meta(rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json")
+        m = read_meta(
+            rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json"
+        )
         out.append(float(m["summary"]["cost_mean"]))
     return out[0], out[1]
 
 
 def context(rc: RunConfig, seed: int | None = None) -> BlendContext:
     c_safe, c_reck = demo_costs(rc)
-    return BlendContext(run=rc, seed=rc.experiment.seed if seed is None else seed, c_safe=c_safe, c_reck=c_reck)
+    return BlendContext(
+        run=rc, seed=rc.experiment.seed if seed is None else seed, c_safe=c_safe, c_reck=c_reck
+    )
 
 
 def run(bc: BlendRunConfig) -> Path:

@@ -91,7 +91,11 @@ def run(cc: CollectConfig) -> Path:
         return import_demos(cc)
     exp = rc.experiment
     config = stage_config(exp, "env", "ppo", "lagrange", "experts", "demos")
-    todo = [r for r in ROLES if not up_to_date(rc.paths.demos(r) / "manifest.json", config, rc.force, FIX)]
+    todo = [
+        r
+        for r in ROLES
+        if not up_to_date(rc.paths.demos(r) / "manifest.json", config, rc.force, FIX)
+    ]
     models = {role: load_expert(rc, role) for role in todo}
     write_config(rc)
     with progress_bar(rc.quiet) as progress:

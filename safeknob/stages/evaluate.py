@@ -62,9 +62,7 @@ def exact_frontier(rc: RunConfig) -> Frontier | None:
     return fr
 
 
-def measure(
-    agent: Agent, rc: RunConfig, episodes: int, progress=None, task=None
-) -> dict[str, Any]:
+def measure(agent: Agent, rc: RunConfig, episodes: int, progress=None, task=None) -> dict[str, Any]:
     seed = rc.experiment.eval.seed
     res = rollout(
         agent,
@@ -115,7 +113,9 @@ def run(rc: RunConfig) -> Path:
         for role in ("safe", "reckless"):
             model, meta = experts[role]
             task = progress.add_task(f"expert-{role}", total=n)
-            stats[role] = measure(PolicyAgent(model, bool(meta.get("deterministic", True))), rc, n, progress, task)
+            stats[role] = measure(
+                PolicyAgent(model, bool(meta.get("deterministic", True))), rc, n, progress, task
+            )
             stats[role].update(
                 method=f"expert-{role}",
                 alpha=1.0 if role == "reckless" else 0.0,
@@ -128,7 +128,7 @@ def run(rc: RunConfig) -> Path:
             stats["reckless"]["return_mean"], stats["reckless"]["cost_mean"],
         )  # fmt: skip
         rows.extend([stats["safe"], stats["reckless"]])
-        for folder, _method, meta, agent in blends:
+        for _folder, _method, meta, agent in blends:
             task = progress.add_task(f"{meta['method']} alpha={meta['alpha']:.2f}", total=n)
             row = measure(agent, rc, n, progress, task)
             row.update(

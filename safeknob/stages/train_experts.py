@@ -68,7 +68,9 @@ def run(rc: RunConfig) -> Path:
     todo = [
         role
         for role in ROLES
-        if not up_to_date(paths.expert(role) / "meta.json", config, rc.force, "safeknob train-experts")
+        if not up_to_date(
+            paths.expert(role) / "meta.json", config, rc.force, "safeknob train-experts"
+        )
     ]
     if todo:
         check_env(rc)
