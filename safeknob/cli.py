@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from safeknob.stages.common import console
 
@@ -37,6 +38,10 @@ DataOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if up to date.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the experiment's seed.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="Processes training alphas in parallel.")
+]
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 DEFAULT_DATA = Path(os.environ.get("SAFEKNOB_DATA", "data"))
 
@@ -56,13 +61,14 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: nothing half-written was kept")
         raise typer.Exit(130) from None
     except OSError as exc:
-        console.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename or ''}")
+        msg = escape(f"{exc.strerror or exc}: {exc.filename or ''}")
+        console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -176,6 +182,7 @@ def train_blend(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Train blended agents for a grid of alphas with one method."""
     from safeknob.stages import blend as stage
@@ -184,7 +191,7 @@ def train_blend(
         rc = _run_config(experiment, data, force, quiet)
         grid = stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
         m = method or rc.experiment.blend.method
-        return stage.run(stage.BlendRunConfig(rc, m, tuple(grid), reward, seed))
+        return stage.run(stage.BlendRunConfig(rc, m, tuple(grid), reward, seed, workers))
 
     _guard(go)
 
@@ -215,6 +222,100 @@ def evaluate(
         return stage.run(rc)
 
     _guard(go)
+
+
+@app.command("report")
+def report(
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write report/ (figures, report.md, self-contained report.html) from eval/."""
+    from safeknob.stages import report as stage
+
+    _guard(lambda: stage.run(_run_config(experiment, data, False, quiet)))
+
+
+@app.command("learn-rewards")
+def learn_rewards(
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="reckless and/or safe (default: reckless).")
+    ] = None,
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Learn an AIRL reward per expert and check it by re-optimizing it with a fresh PPO."""
+    from safeknob import rewards
+    from safeknob.errors import UserError
+
+    def go():
+        roles = tuple(role or ["reckless"])
+        for r in roles:
+            if r not in ("reckless", "safe"):
+                raise UserError(f"--role must be reckless or safe, got {r!r}")
+        return rewards.run(_run_config(experiment, data, force, quiet), roles)
+
+    _guard(go)
+
+
+@app.command("run")
+def run_all(
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="Comma-separated, e.g. mixture,budget-env (default: the experiment's).",
+        ),
+    ] = None,
+    quick_mode: Annotated[bool, typer.Option("--quick", help="Small budgets (minutes).")] = False,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Every stage for one experiment: experts, demos, rewards, blends, evaluate, report."""
+    from safeknob.config import quick
+    from safeknob.stages import pipeline
+    from safeknob.stages.common import RunConfig
+
+    def go():
+        rc = _run_config(experiment, data, force, quiet)
+        if quick_mode:
+            rc = RunConfig(quick(rc.experiment), rc.data_dir, rc.force, rc.quiet)
+        ms = tuple(m.strip() for m in methods.split(",")) if methods else None
+        if ms:
+            from safeknob.config import ConfigError, validate
+
+            try:
+                validate(
+                    rc.experiment.replace(
+                        blend=rc.experiment.blend.__class__(
+                            **{**rc.experiment.blend.__dict__, "methods": ms}
+                        )
+                    )
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"--methods: {exc}") from None
+        return pipeline.run(pipeline.PipelineConfig(rc, ms, workers))
+
+    _guard(go)
+
+
+@app.command("reproduce")
+def reproduce(
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    quick_mode: Annotated[bool, typer.Option("--quick", help="Small budgets (minutes).")] = False,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Run every experiment marked reproduce = true (what `make reproduce` calls)."""
+    from safeknob.stages import pipeline
+
+    _guard(lambda: pipeline.reproduce(data, quick_mode, force, quiet, workers))
 
 
 def main() -> None:

@@ -99,10 +99,25 @@ class DemosConfig:
 class BlendConfig:
     method: str = "budget"
     """Default blend method."""
-    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     """Default alpha grid of train-blend."""
+    methods: tuple[str, ...] = ("mixture", "bc-mix", "budget-env", "budget-airl", "conditioned")
+    """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
+    --reward env``)."""
     steps: int = 300_000
     """Env steps per trained blended agent."""
+    conditioned_steps: int = 1_000_000
+    """Env steps of the one alpha-conditioned policy (``conditioned``)."""
+    conditioned_bins: int = 11
+    """Alpha grid the conditioned policy trains on (one multiplier per value)."""
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    airl_steps: int = 300_000
+    """Generator env steps of AIRL per learned reward."""
+    check_steps: int = 200_000
+    """Env steps of the fresh PPO that re-optimizes a learned reward (0: skip the check)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,7 @@ class ExperimentConfig:
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     demos: DemosConfig = field(default_factory=DemosConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,11 +218,17 @@ def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Range checks that types alone cannot express."""
-    if cfg.experts.cost_limit < 0:
+    if not cfg.experts.cost_limit >= 0:  # also rejects NaN
         raise ConfigError(f"experts.cost_limit must be >= 0, got {cfg.experts.cost_limit}")
     for a in cfg.blend.alphas:
         if not 0.0 <= a <= 1.0:
             raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
+    known = ("mixture", "bc-mix", "budget-env", "budget-airl", "reward-mix", "conditioned")
+    for m in cfg.blend.methods:
+        if m not in known:
+            raise ConfigError(
+                f"blend.methods: unknown method {m!r}; choose from {', '.join(known)}"
+            )
     for key, val in (
         ("demos.episodes", cfg.demos.episodes),
         ("eval.episodes", cfg.eval.episodes),
@@ -217,6 +239,26 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if val < 1:
             raise ConfigError(f"{key} must be >= 1, got {val}")
     return cfg
+
+
+def quick(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Small budgets for a fast look at the whole pipeline (``--quick``)."""
+    e, b, r = cfg.experts, cfg.blend, cfg.rewards
+    return cfg.replace(
+        name=f"{cfg.name}-quick",
+        experts=dataclasses.replace(
+            e, reckless_steps=e.reckless_steps // 4, safe_steps=e.safe_steps // 4, eval_episodes=200
+        ),
+        demos=dataclasses.replace(cfg.demos, episodes=min(cfg.demos.episodes, 100)),
+        blend=dataclasses.replace(
+            b,
+            alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
+            steps=b.steps // 6,
+            conditioned_steps=b.conditioned_steps // 6,
+        ),
+        rewards=dataclasses.replace(r, airl_steps=r.airl_steps // 6, check_steps=0),
+        eval=dataclasses.replace(cfg.eval, episodes=min(cfg.eval.episodes, 100)),
+    )
 
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:

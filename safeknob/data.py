@@ -139,11 +139,18 @@ def check_compatible(
             ok_act = acts.shape[1:] == act_space.shape
         if not ok_obs:
             raise ArtifactError(
-                f"{where}: observations of shape {obs.shape[1:]} do not match the env's "
+                f"{where}: observations ({_describe(obs)}) do not match the env's "
                 f"observation space {obs_space}; {fix}"
             )
         if not ok_act:
             raise ArtifactError(
-                f"{where}: actions of shape {acts.shape[1:]} do not match the env's action "
+                f"{where}: actions ({_describe(acts)}) do not match the env's action "
                 f"space {act_space}; {fix}"
             )
+
+
+def _describe(x: np.ndarray) -> str:
+    """Shape, and the value range of scalar (Discrete-like) data, for error messages."""
+    if x.ndim == 1 and x.size and np.issubdtype(x.dtype, np.number):
+        return f"scalars in [{x.min():g}, {x.max():g}]"
+    return f"shape {x.shape[1:]}"

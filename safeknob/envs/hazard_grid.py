@@ -91,7 +91,7 @@ class HazardGridEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         if isinstance(layout, str):
-            layout = [r for r in layout.strip().splitlines() if r.strip()]
+            layout = [r.strip() for r in layout.splitlines() if r.strip()]
         self.layout = tuple(layout) if layout is not None else DEFAULT_LAYOUT
         self.grid = parse_layout(self.layout)
         if not 0.0 <= slip <= 1.0:

@@ -65,7 +65,8 @@ class CostAdapter(gym.Wrapper):
         if "cost" not in info:
             raise MissingCostError(
                 f"env {self.env.spec.id if self.env.spec else self.env} does not report "
-                "info['cost']; pass a cost function with --cost-fn module:function"
+                "info['cost']; add a cost function: cost_fn = \"module:function\" in the "
+                "experiment's [env] table"
             )
         info["cost"] = float(info["cost"])
         self._last_obs = obs

@@ -42,6 +42,12 @@ def _available() -> dict[str, type]:
     except ImportError:
         pass
     try:
+        from safeknob.methods.conditioned import ConditionedMethod
+
+        out["conditioned"] = ConditionedMethod
+    except ImportError:
+        pass
+    try:
         from safeknob.methods.bc_mix import BCMixMethod
 
         out["bc-mix"] = BCMixMethod

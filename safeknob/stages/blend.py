@@ -32,6 +32,8 @@ class BlendRunConfig:
     """Reward source for methods that take one (``airl`` or ``env``)."""
     seed: int | None = None
     """Training seed (default: the experiment's)."""
+    workers: int = 1
+    """Processes training alphas in parallel (one torch thread each)."""
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:
@@ -95,6 +97,9 @@ def run(bc: BlendRunConfig) -> Path:
         )
     ]
     steps = method.steps(ctx)
+    if bc.workers > 1 and method.trains and method.name != "conditioned" and len(todo) > 1:
+        _run_parallel(bc, todo)
+        return rc.paths.blends / method.name
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
         for a in todo:
@@ -123,6 +128,31 @@ def run(bc: BlendRunConfig) -> Path:
                 progress.remove_task(task)
             progress.update(overall, advance=1)
     return rc.paths.blends / method.name
+
+
+def _one_alpha(bc: BlendRunConfig) -> float:
+    from safeknob.training import set_threads
+
+    set_threads()
+    run(bc)
+    return bc.alphas[0]
+
+
+def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
+    """Train one alpha per job on a process pool; each job writes only its own folder."""
+    import dataclasses
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    quiet_rc = dataclasses.replace(bc.run, quiet=True)
+    jobs = [dataclasses.replace(bc, run=quiet_rc, alphas=(a,), workers=1) for a in todo]
+    with progress_bar(bc.run.quiet) as progress:
+        task = progress.add_task(f"{bc.method} blends ({bc.workers} workers)", total=len(jobs))
+        with ProcessPoolExecutor(bc.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_one_alpha, j) for j in jobs]
+            for fut in as_completed(futures):
+                fut.result()
+                progress.update(task, advance=1)
 
 
 def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict, Agent]:

@@ -29,12 +29,14 @@ from safeknob.metrics import bootstrap_ci
 from safeknob.rollout import PolicyAgent, rollout
 from safeknob.stages.common import (
     RunConfig,
+    _normalize,
     console,
     progress_bar,
     stage_config,
     up_to_date,
     write_config,
 )
+from safeknob.stages.train_experts import SECTIONS as EXPERT_SECTIONS
 from safeknob.training import env_factory, load_ppo
 
 STAGE = "collect-demos"
@@ -84,12 +86,29 @@ def load_expert(rc: RunConfig, role: str):
     return model, meta
 
 
+def check_experts_current(rc: RunConfig) -> None:
+    """Refuse experts trained under another config: their demonstrations would be stale."""
+    want = _normalize({s: rc.experiment.to_dict()[s] for s in EXPERT_SECTIONS})
+    for role in ROLES:
+        try:
+            got = json.loads((rc.paths.expert(role) / "meta.json").read_text()).get("config")
+            got = _normalize({s: got.get(s) for s in EXPERT_SECTIONS})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue  # missing or corrupt: load_expert says so
+        if got != want:
+            raise ArtifactError(
+                f"{rc.paths.expert(role)} was trained with a different config; run "
+                "`safeknob train-experts --force` first"
+            )
+
+
 def run(cc: CollectConfig) -> Path:
     """Record (or import) demonstrations; returns ``demos/``."""
     rc = cc.run
     if cc.source is not None:
         return import_demos(cc)
     exp = rc.experiment
+    check_experts_current(rc)
     config = stage_config(exp, "env", "ppo", "lagrange", "experts", "demos")
     todo = [
         r
@@ -97,7 +116,8 @@ def run(cc: CollectConfig) -> Path:
         if not up_to_date(rc.paths.demos(r) / "manifest.json", config, rc.force, FIX)
     ]
     models = {role: load_expert(rc, role) for role in todo}
-    write_config(rc)
+    if todo:
+        write_config(rc)
     with progress_bar(rc.quiet) as progress:
         for i, role in enumerate(todo):
             model, meta = models[role]
@@ -140,7 +160,14 @@ def import_demos(cc: CollectConfig) -> Path:
         raise UserError(f"--role must be one of {', '.join(ROLES)} with --from, got {cc.role!r}")
     src = Path(cc.source)  # type: ignore[arg-type]
     fix = "record it with costs in infos[t]['cost'] or pick the matching --experiment"
-    trajs = data.load(src, fix=f"{FIX} --from PATH (PATH must be an imitation dataset)")
+    try:
+        trajs = data.load(src)
+    except ArtifactError as exc:
+        reason = str(exc).split(";")[0]
+        raise ArtifactError(
+            f"--from: {reason}; pass a folder saved by imitation.data.serialize.save "
+            "(e.g. data/<experiment>/demos/<role>)"
+        ) from None
     env = make_env(rc.experiment.env.id, dict(rc.experiment.env.kwargs), rc.experiment.env.cost_fn)
     data.check_compatible(trajs, env, str(src), fix)
     env.close()
@@ -177,6 +204,9 @@ def load_role(rc: RunConfig, role: str) -> tuple[list[Any], dict[str, Any]]:
 def print_info(path: Path) -> None:
     """``safeknob demos info``: a table of a demonstration folder's manifest."""
     path = Path(path)
+    trajs = data.load(path)  # a truncated or corrupt dataset fails here, manifest or not
+    if not data.has_costs(trajs):
+        raise ArtifactError(f"{path} has no per-step cost in its infos; record it with `{FIX}`")
     mpath = path / "manifest.json"
     if mpath.is_file():
         try:
@@ -186,7 +216,7 @@ def print_info(path: Path) -> None:
             raise ArtifactError(f"{mpath} is corrupt; re-run `{FIX} --force`") from None
         title = f"{path} ({manifest.get('role', '?')} expert, seed {manifest.get('seed')})"
     else:
-        summary = summarize(data.load(path))
+        summary = summarize(trajs)
         title = f"{path} (no manifest; computed from the dataset)"
     table = Table(title=title)
     table.add_column("field")

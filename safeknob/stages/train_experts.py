@@ -74,7 +74,7 @@ def run(rc: RunConfig) -> Path:
     ]
     if todo:
         check_env(rc)
-    write_config(rc)
+        write_config(rc)
     steps = {"reckless": exp.experts.reckless_steps, "safe": exp.experts.safe_steps}
     with progress_bar(rc.quiet) as progress:
         for role in todo:

@@ -1,0 +1,405 @@
+"""Learned rewards: imitation's AIRL on one expert's demonstrations, made re-optimizable.
+
+What mattered on the hazard grid (see ``experiments/NOTES.md`` and STACK.md):
+
+* **Fixed horizon with an absorbing goal.** AIRL needs fixed-horizon episodes, so both the
+  generator's env and the demonstrations are padded: after the goal the agent stays in an
+  absorbing state (reward 0, cost 0) until the horizon. PPO that later maximizes the learned
+  reward runs in the same absorbing env, so it sees the reward it was trained against.
+* **State-only reward** ``g(s')`` plus a potential shaping term (imitation's
+  ``BasicShapedRewardNet`` with ``use_state=False, use_next_state=True``); the unshaped
+  ``g`` is what downstream agents maximize.
+* **The transition log-probability in the discriminator.** imitation's AIRL logit is
+  ``f(s, a, s') - log pi(a|s)``; at the absorbing goal every action is equivalent, so the
+  generator stays uniform there and the learned goal reward is pinned near ``-log |A|``:
+  maximizing it loiters on path cells. With a tabular model we use
+  ``log sum_a pi(a|s) P(s'|s, a)``, which is 0 at the goal (and handles wall bumps).
+* **Enough demonstrations** (hundreds of episodes), so cells reached only by slipping do
+  not get noisy, high rewards.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from imitation.algorithms.adversarial.airl import AIRL
+from imitation.data.types import TrajectoryWithRew
+from imitation.rewards.reward_nets import BasicShapedRewardNet
+from imitation.util import logger as imit_logger
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from safeknob.artifacts import ArtifactError, atomic_dir, make_meta, read_meta, write_json
+from safeknob.config import EnvConfig
+from safeknob.envs import make_env, tabular_model
+from safeknob.stages.common import RunConfig, stage_config
+
+STAGE = "learn-rewards"
+FIX = "safeknob learn-rewards"
+
+
+# ---------------------------------------------------------------------------- fixed horizon
+def env_horizon(env: gym.Env) -> int:
+    base = env.unwrapped
+    h = getattr(base, "horizon", None)
+    if h is None and env.spec is not None:
+        h = env.spec.max_episode_steps
+    if h is None:
+        raise ArtifactError(
+            "learned rewards need a fixed-horizon env (an env attribute `horizon` or a "
+            "registered max_episode_steps)"
+        )
+    return int(h)
+
+
+class AbsorbingWrapper(gym.Wrapper):
+    """After the inner env terminates, stay in its last observation with reward 0 and cost 0
+    until the horizon; every episode then lasts exactly ``horizon`` steps."""
+
+    def __init__(self, env: gym.Env, horizon: int) -> None:
+        super().__init__(env)
+        self.horizon = horizon
+        self._t = 0
+        self._absorbed = False
+        self._obs: Any = None
+
+    def reset(self, **kwargs):
+        self._t = 0
+        self._absorbed = False
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action):
+        self._t += 1
+        if self._absorbed:
+            obs, rew, info = self._obs, 0.0, {"cost": 0.0, "absorbing": True}
+        else:
+            obs, rew, term, _trunc, info = self.env.step(action)
+            self._obs = obs
+            self._absorbed = bool(term)
+        return obs, rew, False, self._t >= self.horizon, info
+
+
+def absorbing_factory(env_cfg: EnvConfig) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
+        return AbsorbingWrapper(env, env_horizon(env))
+
+    return make
+
+
+def pad(traj: TrajectoryWithRew, horizon: int, noop: Any) -> TrajectoryWithRew:
+    """Pad a terminated trajectory with absorbing steps to exactly ``horizon`` transitions."""
+    n = len(traj.acts)
+    if n >= horizon:
+        return traj
+    k = horizon - n
+    obs = np.concatenate([traj.obs, np.repeat(traj.obs[-1:], k, axis=0)])
+    acts = np.concatenate([traj.acts, np.repeat(np.asarray([noop]), k, axis=0)])
+    infos = np.concatenate([np.asarray(traj.infos, dtype=object), np.array([{"cost": 0.0}] * k)])
+    rews = np.concatenate([traj.rews, np.zeros(k)])
+    return TrajectoryWithRew(obs=obs, acts=acts, infos=infos, terminal=True, rews=rews)
+
+
+# ---------------------------------------------------------------------------- AIRL
+class TransitionAIRL(AIRL):
+    """AIRL whose discriminator subtracts ``log sum_a pi(a|s) P(s'|s, a)``, the generator's
+    log-probability of the observed transition, instead of ``log pi(a|s)`` (tabular envs)."""
+
+    def __init__(self, *, transition: np.ndarray, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._P = th.as_tensor(transition, dtype=th.float32)
+
+    def _make_disc_train_batches(self, **kwargs: Any):
+        for batch in super()._make_disc_train_batches(**kwargs):
+            s = batch["state"].argmax(-1)
+            s2 = batch["next_state"].argmax(-1)
+            with th.no_grad():
+                dist = self.policy.get_distribution(s.float())
+                probs = dist.distribution.probs  # (B, A)
+                p = (probs * self._P[s, :, s2]).sum(-1)
+                logp = th.log(p.clamp_min(1e-8))
+            out = dict(batch)
+            out["log_policy_act_prob"] = logp
+            yield out
+
+
+def make_reward_net(
+    obs_space: gym.Space, act_space: gym.Space, gamma: float
+) -> BasicShapedRewardNet:
+    return BasicShapedRewardNet(
+        obs_space,
+        act_space,
+        reward_hid_sizes=(32,),
+        potential_hid_sizes=(32, 32),
+        use_state=False,
+        use_action=False,
+        use_next_state=True,
+        use_done=False,
+        discount_factor=gamma,
+    )
+
+
+def train_airl(
+    rc: RunConfig,
+    trajs: list[TrajectoryWithRew],
+    steps: int,
+    seed: int,
+    progress=None,
+    task=None,
+) -> tuple[BasicShapedRewardNet, dict[str, Any]]:
+    """AIRL on ``trajs``; returns the reward net and training facts."""
+    from safeknob.training import build_ppo
+
+    exp = rc.experiment
+    make = absorbing_factory(exp.env)
+    probe = make()
+    horizon = env_horizon(probe)
+    model = tabular_model(probe)
+    noop = (
+        0
+        if isinstance(probe.action_space, gym.spaces.Discrete)
+        else np.zeros(probe.action_space.shape)
+    )
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    demos = [pad(t, horizon, noop) for t in trajs]
+    if isinstance(obs_space, gym.spaces.Discrete):
+        demos = [
+            TrajectoryWithRew(
+                obs=t.obs.astype(np.int64),
+                acts=t.acts.astype(np.int64),
+                infos=t.infos,
+                terminal=t.terminal,
+                rews=t.rews,
+            )  # fmt: skip
+            for t in demos
+        ]
+    venv = DummyVecEnv([make] * exp.ppo.n_envs)
+    venv.seed(seed)
+    gen = build_ppo(venv, exp.ppo, seed)
+    net = make_reward_net(obs_space, act_space, exp.ppo.gamma)
+    kwargs: dict[str, Any] = {
+        "demonstrations": demos,
+        "demo_batch_size": 512,
+        "venv": venv,
+        "gen_algo": gen,
+        "reward_net": net,
+        "n_disc_updates_per_round": 16,
+        "disc_opt_kwargs": {"lr": 1e-3},
+    }
+    with tempfile.TemporaryDirectory() as logdir:
+        kwargs["custom_logger"] = imit_logger.configure(logdir, format_strs=[])
+        kwargs["log_dir"] = logdir
+        if model is not None:
+            trainer: AIRL = TransitionAIRL(transition=model.P, **kwargs)
+        else:
+            trainer = AIRL(**kwargs)
+        done = [0]
+
+        def cb(_round: int) -> None:
+            if progress is not None and task is not None:
+                n = gen.num_timesteps
+                progress.update(task, advance=n - done[0])
+                done[0] = n
+
+        trainer.train(steps, callback=cb)
+    return net, {"horizon": horizon, "transition_logit": model is not None, "demos": len(trajs)}
+
+
+# ---------------------------------------------------------------------------- using rewards
+def reward_of(net: BasicShapedRewardNet, next_obs: np.ndarray, obs_space: gym.Space) -> np.ndarray:
+    """Unshaped learned reward g(s') for a batch of next observations, shape (n,)."""
+    with th.no_grad():
+        x = th.as_tensor(np.asarray(next_obs))
+        if isinstance(obs_space, gym.spaces.Discrete):
+            x = th.nn.functional.one_hot(x.long().reshape(-1), int(obs_space.n)).float()
+        else:
+            x = x.float().reshape(len(x), -1)
+        return net.base.mlp(x).reshape(-1).numpy().astype(float)
+
+
+def save_reward(folder: Path, net: BasicShapedRewardNet, stats: dict[str, float]) -> None:
+    th.save(net.state_dict(), folder / "reward_net.pt")
+    write_json(folder / "standardize.json", stats)
+
+
+def load_reward(rc: RunConfig, role: str) -> tuple[BasicShapedRewardNet, dict[str, Any], gym.Space]:
+    folder = rc.paths.rewards(role)
+    meta = read_meta(folder, STAGE, FIX)
+    env = make_env(rc.experiment.env.id, dict(rc.experiment.env.kwargs), rc.experiment.env.cost_fn)
+    net = make_reward_net(env.observation_space, env.action_space, rc.experiment.ppo.gamma)
+    try:
+        net.load_state_dict(
+            th.load(folder / "reward_net.pt", map_location="cpu", weights_only=True)
+        )
+        stats = json.loads((folder / "standardize.json").read_text())
+    except Exception:  # noqa: BLE001
+        raise ArtifactError(f"{folder} is corrupt; re-run `{FIX} --force`") from None
+    net.eval()
+    return net, {**meta, "standardize": stats}, env.observation_space
+
+
+def learned_reward_fn(rc: RunConfig, role: str) -> Callable[..., np.ndarray]:
+    """``reward_fn(obs, acts, next_obs, dones)`` for CostPenaltyVecEnv: the role's learned
+    reward g(s'), standardized with the mean/std over the union of both demonstration sets.
+    Raises ArtifactError naming ``safeknob learn-rewards`` when missing."""
+    net, meta, space = load_reward(rc, role)
+    mu, sd = float(meta["standardize"]["mean"]), float(meta["standardize"]["std"])
+
+    def fn(
+        obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray, dones: np.ndarray
+    ) -> np.ndarray:
+        return (reward_of(net, next_obs, space) - mu) / sd
+
+    return fn
+
+
+def standardization(
+    net: BasicShapedRewardNet, trajs: list[TrajectoryWithRew], space: gym.Space
+) -> dict[str, float]:
+    """Mean and std of g(s') over every transition of the demonstrations given."""
+    nxt = np.concatenate([np.asarray(t.obs)[1:] for t in trajs])
+    r = reward_of(net, nxt, space)
+    return {"mean": float(r.mean()), "std": float(max(r.std(), 1e-6)), "transitions": int(len(r))}
+
+
+# ---------------------------------------------------------------------------- stage
+def run(
+    rc: RunConfig,
+    roles: tuple[str, ...] = ("reckless",),
+    steps: int | None = None,
+    check_steps: int | None = None,
+) -> Path:
+    """Learn AIRL rewards for ``roles``, standardize them on the union of demonstrations and
+    check them by re-optimizing with a fresh PPO; returns ``rewards/``."""
+    from safeknob.stages.collect_demos import load_role
+    from safeknob.stages.common import console, progress_bar
+
+    exp = rc.experiment
+    steps = steps or exp.rewards.airl_steps
+    check_steps = check_steps if check_steps is not None else exp.rewards.check_steps
+    demos = {r: load_role(rc, r)[0] for r in ("safe", "reckless")}
+    union = demos["safe"] + demos["reckless"]
+    config = {**stage_config(exp, "env", "ppo", "demos", "rewards"), "steps": steps}
+    from safeknob.stages.common import up_to_date
+
+    todo = [
+        r for r in roles if not up_to_date(rc.paths.rewards(r) / "meta.json", config, rc.force, FIX)
+    ]
+    with progress_bar(rc.quiet) as progress:
+        for role in todo:
+            seed = exp.seed + 7
+            task = progress.add_task(f"AIRL {role}", total=steps)
+            t0 = time.perf_counter()
+            net, facts = train_airl(rc, demos[role], steps, seed, progress, task)
+            env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
+            stats = standardization(net, union, env.observation_space)
+            seconds = time.perf_counter() - t0
+            with atomic_dir(rc.paths.rewards(role)) as tmp:
+                save_reward(tmp, net, stats)
+                write_json(
+                    tmp / "meta.json",
+                    make_meta(
+                        STAGE,
+                        config,
+                        seed,
+                        inputs={"demos": rc.paths.demos(role)},
+                        wall_seconds=seconds,
+                        role=role,
+                        **facts,
+                    ),
+                )
+            if check_steps:
+                check = reoptimize(rc, role, check_steps, progress)
+                meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
+                meta["check"] = check
+                write_json(rc.paths.rewards(role) / "meta.json", meta)
+    if not rc.quiet:
+        print_checks(rc, roles, console)
+    return rc.paths.root / "rewards"
+
+
+def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str, Any]:
+    """Train a fresh PPO on the learned reward (absorbing env) and measure it under the true
+    reward and cost, next to the expert; with a tabular model also the exact optimum of the
+    learned reward (value iteration)."""
+    from safeknob.lagrangian import CostPenaltyVecEnv
+    from safeknob.metrics import bootstrap_ci
+    from safeknob.rollout import PolicyAgent, rollout
+    from safeknob.training import ProgressCallback, build_ppo, env_factory
+
+    exp = rc.experiment
+    fn = learned_reward_fn(rc, role)
+    venv = CostPenaltyVecEnv(
+        DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs), reward_fn=fn
+    )
+    model = build_ppo(venv, exp.ppo, exp.seed + 11)
+    task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
+    model.learn(steps, callback=ProgressCallback(progress, task))
+    res = rollout(PolicyAgent(model, True), env_factory(exp.env), exp.eval.episodes, exp.eval.seed)
+    expert_meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())["evaluation"]
+    out: dict[str, Any] = {
+        "ppo_steps": steps,
+        "ppo_return": bootstrap_ci(res.returns, seed=0),
+        "ppo_cost": bootstrap_ci(res.costs, seed=0),
+        "expert_return": expert_meta["return_mean"],
+        "expert_cost": expert_meta["cost_mean"],
+    }
+    env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
+    model_t = tabular_model(env)
+    if model_t is not None:
+        from safeknob.envs.frontier import value_iteration
+        from safeknob.envs.model import TabularModel, evaluate_policy
+
+        net, _, space = load_reward(rc, role)
+        g = reward_of(net, np.arange(model_t.n_states), space)
+        learned = TabularModel(
+            P=model_t.P,
+            R=model_t.P @ g,
+            C=model_t.C,
+            mu=model_t.mu,
+            horizon=model_t.horizon,
+            terminal=model_t.terminal,
+        )
+        _, pi = value_iteration(learned)
+        ret, cost = evaluate_policy(model_t, pi)
+        out["exact_return"], out["exact_cost"] = ret, cost
+    return out
+
+
+def print_checks(rc: RunConfig, roles, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="Learned rewards, re-optimized (true return and cost)")
+    for c in (
+        "reward",
+        "expert return",
+        "expert cost",
+        "PPO return",
+        "PPO cost",
+        "exact return",
+        "exact cost",
+    ):
+        t.add_column(c, justify="right")
+    for role in roles:
+        p = rc.paths.rewards(role) / "meta.json"
+        if not p.is_file():
+            continue
+        chk = json.loads(p.read_text()).get("check")
+        if not chk:
+            continue
+        t.add_row(
+            role, f"{chk['expert_return']:.3f}", f"{chk['expert_cost']:.2f}",
+            f"{chk['ppo_return'][0]:.3f}", f"{chk['ppo_cost'][0]:.2f}",
+            f"{chk.get('exact_return', float('nan')):.3f}", f"{chk.get('exact_cost', float('nan')):.2f}",
+        )  # fmt: skip
+    console.print(t)

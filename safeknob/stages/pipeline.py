@@ -1,0 +1,81 @@
+"""``safeknob run`` (every stage of one experiment) and ``safeknob reproduce`` (every
+experiment marked ``reproduce = true``). Each stage skips work whose artifact is up to date,
+so an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from safeknob.config import ExperimentConfig, list_experiments, load_experiment, quick
+from safeknob.stages.common import RunConfig, console
+
+
+def split_method(spec: str) -> tuple[str, str | None]:
+    """``"budget-env"`` -> ("budget", "env"); ``"bc-mix"`` -> ("bc-mix", None)."""
+    for reward in ("env", "airl"):
+        if spec.startswith("budget-") and spec.endswith(f"-{reward}"):
+            return "budget", reward
+    if spec == "budget":
+        return "budget", "airl"
+    return spec, None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    run: RunConfig
+    """Experiment, data folder, force, quiet."""
+    methods: tuple[str, ...] | None = None
+    """Methods to train (default: the experiment's ``blend.methods``)."""
+    workers: int = 1
+    """Processes training alphas in parallel."""
+
+
+def run(pc: PipelineConfig) -> Path:
+    """experts -> demos -> learned rewards (if needed) -> every method -> evaluate -> report."""
+    from safeknob import rewards
+    from safeknob.stages import blend, collect_demos, evaluate, report, train_experts
+
+    rc = pc.run
+    exp = rc.experiment
+    methods = pc.methods or exp.blend.methods
+    t0 = time.perf_counter()
+    console.rule(f"[bold]{exp.name}: experts")
+    train_experts.run(rc)
+    console.rule(f"[bold]{exp.name}: demonstrations")
+    collect_demos.run(collect_demos.CollectConfig(rc))
+    if any(split_method(m)[1] == "airl" or m == "reward-mix" for m in methods):
+        console.rule(f"[bold]{exp.name}: learned rewards")
+        roles = ("reckless", "safe") if "reward-mix" in methods else ("reckless",)
+        rewards.run(rc, roles)
+    for spec in methods:
+        name, reward = split_method(spec)
+        console.rule(f"[bold]{exp.name}: {spec}")
+        blend.run(blend.BlendRunConfig(rc, name, exp.blend.alphas, reward, workers=pc.workers))
+    console.rule(f"[bold]{exp.name}: evaluate")
+    evaluate.run(rc)
+    console.rule(f"[bold]{exp.name}: report")
+    out = report.run(rc)
+    console.print(f"{exp.name} done in {time.perf_counter() - t0:.0f} s: {out}")
+    return out
+
+
+def experiments_to_reproduce() -> list[ExperimentConfig]:
+    return [e for e in (load_experiment(str(p)) for p in list_experiments()) if e.reproduce]
+
+
+def reproduce(
+    data_dir: Path,
+    quick_mode: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    workers: int = 1,
+) -> list[Path]:
+    """Run every experiment marked ``reproduce = true``."""
+    outs = []
+    for exp in experiments_to_reproduce():
+        if quick_mode:
+            exp = quick(exp)
+        outs.append(run(PipelineConfig(RunConfig(exp, data_dir, force, quiet), workers=workers)))
+    return outs
