@@ -28,6 +28,8 @@ class EpisodeStats:
     returns: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
     env_index: list[int] = field(default_factory=list)
+    objectives: list[float] = field(default_factory=list)
+    """Episode sums of the reward being maximized (the learned one, if any), unpenalized."""
 
 
 class CostPenaltyVecEnv(VecEnvWrapper):
@@ -50,6 +52,7 @@ class CostPenaltyVecEnv(VecEnvWrapper):
         self.stats = EpisodeStats()
         self._ret = np.zeros(self.num_envs)
         self._cost = np.zeros(self.num_envs)
+        self._obj = np.zeros(self.num_envs)
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
 
@@ -57,6 +60,7 @@ class CostPenaltyVecEnv(VecEnvWrapper):
         self._obs = self.venv.reset()
         self._ret[:] = 0
         self._cost[:] = 0
+        self._obj[:] = 0
         return self._obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -75,14 +79,17 @@ class CostPenaltyVecEnv(VecEnvWrapper):
                 if d and "terminal_observation" in infos[i]:
                     next_obs[i] = infos[i]["terminal_observation"]
             base = self.reward_fn(self._obs, self._actions, next_obs, dones)
+        self._obj += base
         shaped = (base - self.lam * cost) / (1.0 + np.abs(self.lam))
         for i, d in enumerate(dones):
             if d:
                 self.stats.returns.append(float(self._ret[i]))
                 self.stats.costs.append(float(self._cost[i]))
+                self.stats.objectives.append(float(self._obj[i]))
                 self.stats.env_index.append(i)
                 self._ret[i] = 0.0
                 self._cost[i] = 0.0
+                self._obj[i] = 0.0
         self._obs = obs
         return obs, shaped.astype(np.float32), dones, infos
 

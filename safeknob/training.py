@@ -80,24 +80,52 @@ class ProgressCallback(BaseCallback):
 
 class SnapshotCallback(BaseCallback):
     """Keeps copies of the policy weights over the last ``fraction`` of training (the
-    iterates whose average a Lagrangian method deploys), every ``every`` rollouts."""
+    iterates a Lagrangian method deploys), every ``every`` rollouts.
 
-    def __init__(self, total_steps: int, fraction: float = 0.1, every: int = 1) -> None:
+    A snapshot is taken at the end of a rollout, before the update, so it is the policy that
+    generated that rollout; with ``wrapper`` given, ``points`` records the mean episode
+    objective (the reward being maximized) and cost of the episodes that rollout finished.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        fraction: float = 0.1,
+        every: int = 1,
+        wrapper: CostPenaltyVecEnv | None = None,
+    ) -> None:
         super().__init__()
         self.start = int(total_steps * (1 - fraction))
         self.every = max(1, every)
+        self.wrapper = wrapper
         self.snapshots: list[dict[str, torch.Tensor]] = []
+        self.points: list[tuple[float, float, int]] = []
         self._n = 0
+        self._seen = 0
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_end(self) -> None:
+        seen = len(self.wrapper.stats.costs) if self.wrapper is not None else 0
         if self.num_timesteps >= self.start:
             self._n += 1
             if self._n % self.every == 0:
                 sd = self.model.policy.state_dict()
                 self.snapshots.append({k: v.detach().clone() for k, v in sd.items()})
+                if self.wrapper is not None:
+                    st = self.wrapper.stats
+                    objs = st.objectives[self._seen : seen]
+                    costs = st.costs[self._seen : seen]
+                    n = len(costs)
+                    self.points.append(
+                        (
+                            float(np.mean(objs)) if n else float("nan"),
+                            float(np.mean(costs)) if n else float("nan"),
+                            n,
+                        )
+                    )
+        self._seen = seen
 
 
 @dataclass
@@ -105,6 +133,7 @@ class TrainResult:
     model: PPO
     history: list[dict[str, float]] = field(default_factory=list)
     snapshots: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    points: list[tuple[float, float, int]] = field(default_factory=list)
     final_lambda: float | None = None
 
 
@@ -135,7 +164,7 @@ def train_ppo(
         callbacks.append(lag_cb)
     snap_cb = None
     if snapshot_fraction > 0:
-        snap_cb = SnapshotCallback(steps, snapshot_fraction)
+        snap_cb = SnapshotCallback(steps, snapshot_fraction, wrapper=wrapper)
         callbacks.append(snap_cb)
     callbacks.extend(extra_callbacks or [])
     model.learn(total_timesteps=steps, callback=CallbackList(callbacks))
@@ -143,6 +172,7 @@ def train_ppo(
         model=model,
         history=lag_cb.history if lag_cb else [],
         snapshots=snap_cb.snapshots if snap_cb else [],
+        points=snap_cb.points if snap_cb else [],
         final_lambda=float(wrapper.lam[0]) if budget is not None else None,
     )
 

@@ -136,9 +136,11 @@ class TablePolicy:
         self.rngs[slot] = rng
 
     def act(self, obs, slots):
-        return np.array(
-            [self.rngs[int(s)].choice(self.pi.shape[1], p=self.pi[int(o)]) for o, s in zip(obs, slots)]
-        )  # fmt: skip
+        acts = [
+            self.rngs[int(s)].choice(self.pi.shape[1], p=self.pi[int(o)])
+            for o, s in zip(obs, slots, strict=True)
+        ]
+        return np.array(acts)
 
 
 @pytest.mark.parametrize(

@@ -5,18 +5,26 @@ from its demonstrations (``--reward airl``, standardized on the union of demonst
 The multiplier is two-sided (an equality constraint): the frontier rises all the way to the
 reckless expert's cost, so the best policy at budget d spends exactly d, and a one-sided
 multiplier cannot push a policy stuck below its budget back up. The deployed agent is the
-average of the last 10% of policy iterates (an episode-level mixture of snapshots).
+dual mixture of the iterates of the second half of training (see ``snapshots``): at most
+two snapshots bracketing the budget, weighted so their expected cost is d(alpha).
+
+With ``--reward airl`` the agent trains in the absorbing fixed-horizon env the reward was
+learned in (``safeknob.rewards``); the PID gains are scaled up by ``AIRL_GAIN`` because a
+standardized learned reward has a larger scale per episode than the env's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from safeknob.methods.base import BlendContext
-from safeknob.methods.snapshots import save_snapshots, snapshot_agent
+from safeknob.methods.snapshots import dual_mixture, save_weighted, snapshot_agent
 from safeknob.rollout import Agent
 from safeknob.training import load_ppo, train_ppo
+
+AIRL_GAIN = 10.0
 
 
 class BudgetMethod:
@@ -38,23 +46,45 @@ class BudgetMethod:
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment
+        lagrange = exp.lagrange
+        venv = None
+        if self.reward == "airl":
+            from stable_baselines3.common.vec_env import DummyVecEnv
+
+            from safeknob.rewards import absorbing_factory
+
+            venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
+            lagrange = dataclasses.replace(
+                lagrange,
+                kp=lagrange.kp * AIRL_GAIN,
+                ki=lagrange.ki * AIRL_GAIN,
+                kd=lagrange.kd * AIRL_GAIN,
+                lambda_max=lagrange.lambda_max * AIRL_GAIN,
+            )
+        budget = ctx.budget(alpha)
         res = train_ppo(
             exp,
             self.steps(ctx),
             ctx.seed,
-            budget=ctx.budget(alpha),
+            budget=budget,
+            lagrange=lagrange,
             two_sided=True,
             reward_fn=self.reward_fn(ctx),
+            venv=venv,
             progress=ctx.progress,
             task=ctx.task,
-            snapshot_fraction=0.1,
+            snapshot_fraction=0.5,
         )
         res.model.save(folder / "model.zip")
-        n = save_snapshots(folder, res.snapshots)
+        weights = dual_mixture(res.points, budget)
+        save_weighted(folder, res.snapshots, weights)
         return {
             "reward_source": self.reward,
             "final_lambda": res.final_lambda,
-            "snapshots": n,
+            "mixture": [
+                {"objective": res.points[i][0], "cost": res.points[i][1], "weight": w}
+                for i, w in weights
+            ],
             "lagrange_history": res.history,
         }
 

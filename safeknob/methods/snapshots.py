@@ -1,12 +1,21 @@
-"""Deploying the average of a Lagrangian method's last policy iterates.
+"""Deploying a Lagrangian method's policy iterates as an episode-level mixture.
 
-A single final PPO-Lagrangian snapshot oscillates around the budget; the average of the
-last iterates is what meets it (STACK.md). We deploy that average as an episode-level
-mixture of the saved snapshots: each episode runs one snapshot drawn uniformly.
+A single final PPO-Lagrangian snapshot oscillates around the budget; a mixture of iterates
+is what meets it (STACK.md). Two ways to deploy one:
+
+* the uniform average of the last iterates (each episode runs one snapshot drawn
+  uniformly), used by ``conditioned``;
+* the *dual mixture* (``budget``): the solution of a constrained problem is a mixture of at
+  most two deterministic-enough policies that bracket the budget. Each snapshot's objective
+  (the reward it maximizes, never the true one under ``--reward airl``) and cost are
+  measured from the episodes it generated during training; the pair (one at or below the
+  budget, one at or above) whose interpolation at the budget has the best objective is
+  deployed with the weights that make its expected cost equal the budget.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +25,55 @@ import torch
 from safeknob.rollout import Agent, MixtureAgent, PolicyAgent
 
 SNAPSHOT_FILE = "snapshots.pt"
+WEIGHTS_FILE = "snapshot_weights.json"
+
+
+def dual_mixture(
+    points: list[tuple[float, float, int]], budget: float, min_episodes: int = 5
+) -> list[tuple[int, float]]:
+    """Indices and weights (summing to 1) of the best mixture of at most two snapshots whose
+    expected cost equals ``budget``.
+
+    Args:
+        points: per snapshot (mean episode objective, mean episode cost, episodes measured).
+        budget: the episode-cost budget d.
+        min_episodes: snapshots measured on fewer episodes are ignored.
+    """
+    valid = [
+        (i, o, c)
+        for i, (o, c, n) in enumerate(points)
+        if n >= min_episodes and np.isfinite(o) and np.isfinite(c)
+    ]
+    if not valid:
+        return [(len(points) - 1, 1.0)]
+    below = [v for v in valid if v[2] <= budget]
+    above = [v for v in valid if v[2] >= budget]
+    if not below:  # every snapshot overspends: the cheapest one
+        i = min(above, key=lambda v: v[2])[0]
+        return [(i, 1.0)]
+    if not above:  # every snapshot underspends: the best one
+        i = max(below, key=lambda v: v[1])[0]
+        return [(i, 1.0)]
+    best: tuple[float, list[tuple[int, float]]] | None = None
+    for i, oi, ci in below:
+        for j, oj, cj in above:
+            if cj - ci < 1e-12:
+                cand = (max(oi, oj), [(i if oi >= oj else j, 1.0)])
+            else:
+                w = (budget - ci) / (cj - ci)
+                cand = ((1 - w) * oi + w * oj, [(i, 1.0 - w), (j, w)])
+            if best is None or cand[0] > best[0]:
+                best = cand
+    assert best is not None
+    return [(i, w) for i, w in best[1] if w > 0]
+
+
+def save_weighted(
+    folder: Path, snapshots: list[dict[str, torch.Tensor]], weights: list[tuple[int, float]]
+) -> None:
+    """Save the chosen snapshots and their mixture weights."""
+    torch.save([snapshots[i] for i, _ in weights], folder / SNAPSHOT_FILE)
+    (folder / WEIGHTS_FILE).write_text(json.dumps([w for _, w in weights]))
 
 
 def save_snapshots(folder: Path, snapshots: list[dict[str, torch.Tensor]], keep: int = 20) -> int:
@@ -57,4 +115,6 @@ def snapshot_agent(
         policy.load_state_dict(sd)
         policy.set_training_mode(False)
         agents.append(PolicyAgent(_PolicyModel(policy, obs_transform), deterministic))
-    return MixtureAgent(agents, [1.0] * len(agents))
+    wpath = folder / WEIGHTS_FILE
+    weights = json.loads(wpath.read_text()) if wpath.is_file() else [1.0] * len(agents)
+    return MixtureAgent(agents, weights)

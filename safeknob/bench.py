@@ -1,0 +1,110 @@
+"""``make bench``: measured quality and speed, printed (never a pass/fail on wall time).
+
+* Expert quality on the default HazardGrid against the exact optimum and frontier.
+* HazardNav experts: cost ratio and goal-reach rate.
+* HazardNav env speed (steps/s, single thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from safeknob.config import load_experiment
+from safeknob.envs import make_env, tabular_model
+from safeknob.envs.frontier import Frontier, value_iteration
+from safeknob.envs.hazard_nav import steps_per_second
+from safeknob.rollout import PolicyAgent, rollout
+from safeknob.stages import train_experts
+from safeknob.stages.collect_demos import load_expert
+from safeknob.stages.common import RunConfig, console
+from safeknob.training import env_factory, set_threads
+
+
+def grid_experts(data: Path) -> None:
+    rc = RunConfig(load_experiment("hazard-grid"), data)
+    train_experts.run(rc)
+    exp = rc.experiment
+    model = tabular_model(make_env(exp.env.id, dict(exp.env.kwargs)))
+    assert model is not None
+    optimum, _ = value_iteration(model)
+    fr = Frontier.compute(model)
+    limit = exp.experts.cost_limit
+    t = Table(
+        title=f"HazardGrid experts ({exp.experts.eval_episodes} episodes; data in {rc.paths.root})"
+    )
+    for c in ("expert", "return [95% CI]", "cost [95% CI]", "target", "measured", "train s"):
+        t.add_column(c, justify="right")
+    total = 0.0
+    for role in ("reckless", "safe"):
+        meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())
+        ev = meta["evaluation"]
+        total += meta["wall_seconds"]
+        if role == "reckless":
+            target = "optimum - return <= 0.02"
+            measured = (
+                f"{optimum:.4f} - {ev['return_mean']:.4f} = {optimum - ev['return_mean']:.4f}"
+            )
+        else:
+            target = f"cost <= {limit * 1.1:.2f}; R*({limit:g}) - return <= 0.03"
+            measured = (
+                f"cost {ev['cost_mean']:.3f}; {fr(limit):.4f} - {ev['return_mean']:.4f} = "
+                f"{fr(limit) - ev['return_mean']:.4f} (at own cost: {fr(ev['cost_mean']) - ev['return_mean']:.4f})"
+            )
+        t.add_row(
+            role,
+            f"{ev['return_mean']:.3f} [{ev['return_lo']:.3f}, {ev['return_hi']:.3f}]",
+            f"{ev['cost_mean']:.3f} [{ev['cost_lo']:.3f}, {ev['cost_hi']:.3f}]",
+            target,
+            measured,
+            f"{meta['wall_seconds']:.0f}",
+        )
+    console.print(t)
+    console.print(f"both experts trained in {total:.0f} s (target <= 180 s)")
+
+
+def nav_experts(data: Path) -> None:
+    rc = RunConfig(load_experiment("hazard-nav"), data)
+    train_experts.run(rc)
+    exp = rc.experiment
+    horizon = int(exp.env.kwargs.get("horizon", 100))
+    t = Table(title="HazardNav experts (500 episodes)")
+    for c in ("expert", "return", "cost", "reaches goal", "train s"):
+        t.add_column(c, justify="right")
+    costs = {}
+    for role in ("reckless", "safe"):
+        model, meta = load_expert(rc, role)
+        res = rollout(PolicyAgent(model, True), env_factory(exp.env), 500, exp.eval.seed)
+        reached = float(np.mean(res.lengths < horizon))
+        costs[role] = float(res.costs.mean())
+        t.add_row(
+            role,
+            f"{res.returns.mean():.3f}",
+            f"{res.costs.mean():.3f}",
+            f"{reached:.1%}",
+            f"{meta['wall_seconds']:.0f}",
+        )
+    console.print(t)
+    ratio = costs["reckless"] / max(costs["safe"], 1e-9)
+    console.print(f"cost ratio reckless/safe = {ratio:.1f} (target >= 3; safe reaches goal >= 90%)")
+
+
+def main() -> None:
+    set_threads()
+    data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")
+    t0 = time.perf_counter()
+    console.print(
+        f"HazardNav env: {steps_per_second(50_000):,.0f} steps/s (random actions, 1 thread)"
+    )
+    grid_experts(data)
+    nav_experts(data)
+    console.print(f"bench done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
