@@ -72,15 +72,37 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
+_COST_FN: dict[str, str | None] = {"value": None}
+
+
+@app.callback()
+def _root(
+    cost_fn: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-fn",
+            help="module:function computing each step's cost (obs, action, next_obs, info) "
+            "for an env that reports none; overrides the experiment's env.cost_fn.",
+        ),
+    ] = None,
+) -> None:
+    """Blend a reckless and a safe expert with one knob, alpha."""
+    _COST_FN["value"] = cost_fn
+
+
 def _run_config(
     experiment: str | None, data: Path, force: bool, quiet: bool, seed: int | None = None
 ):
+    import dataclasses
+
     from safeknob.config import load_experiment
     from safeknob.stages.common import RunConfig
 
     exp = load_experiment(experiment)
     if seed is not None:
         exp = exp.replace(seed=seed)
+    if _COST_FN["value"]:
+        exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=_COST_FN["value"]))
     return RunConfig(experiment=exp, data_dir=data, force=force, quiet=quiet)
 
 

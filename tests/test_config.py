@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import tomllib
+
+import pytest
 from conftest import tiny_config
 
 from safeknob.config import (
