@@ -179,6 +179,12 @@ def blend(
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
     episodes: Annotated[int, typer.Option(help="Episodes of the brief evaluation.")] = 100,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated/--raw", help="Use the method's calibration map when one exists."
+        ),
+    ] = True,
 ) -> None:
     """Produce one blended agent at ALPHA and show where it sits between the experts."""
     from safeknob.stages import blend as stage
@@ -187,7 +193,9 @@ def blend(
         rc = _run_config(experiment, data, force, quiet)
         stage.check_alpha(alpha)
         m = method or rc.experiment.blend.method
-        return stage.blend_one(stage.BlendRunConfig(rc, m, (alpha,), reward, seed), episodes)
+        return stage.blend_one(
+            stage.BlendRunConfig(rc, m, (alpha,), reward, seed, calibrated=calibrated), episodes
+        )
 
     _guard(go)
 
@@ -338,6 +346,26 @@ def reproduce(
     from safeknob.stages import pipeline
 
     _guard(lambda: pipeline.reproduce(data, quick_mode, force, quiet, workers))
+
+
+@app.command("calibrate")
+def calibrate(
+    method: Annotated[
+        str,
+        typer.Option("--method", "-m", help="Method column of eval/results.csv, e.g. budget-env."),
+    ] = "budget-env",
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a method's response curve and store the map that calibrates its knob."""
+    from safeknob.stages import calibrate as stage
+
+    _guard(
+        lambda: stage.run(
+            stage.CalibrateConfig(_run_config(experiment, data, False, quiet), method)
+        )
+    )
 
 
 def main() -> None:

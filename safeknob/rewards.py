@@ -189,7 +189,7 @@ def train_airl(
     net = make_reward_net(obs_space, act_space, exp.ppo.gamma)
     kwargs: dict[str, Any] = {
         "demonstrations": demos,
-        "demo_batch_size": 512,
+        "demo_batch_size": int(min(512, sum(len(t.acts) for t in demos))),
         "venv": venv,
         "gen_algo": gen,
         "reward_net": net,

@@ -36,7 +36,8 @@ def tiny_config(name: str = "tiny-grid", **overrides) -> ExperimentConfig:
             "eval_episodes": 50,
         },
         "demos": {"episodes": 20},
-        "blend": {"alphas": [0.0, 0.5, 1.0], "steps": 2048},
+        "blend": {"alphas": [0.0, 0.5, 1.0], "steps": 2048, "conditioned_steps": 4096},
+        "rewards": {"airl_steps": 2048, "check_steps": 1024},
         "eval": {"episodes": 40, "n_boot": 200},
     }
     for key, val in overrides.items():

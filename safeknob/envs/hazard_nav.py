@@ -4,7 +4,8 @@ A MuJoCo-free cousin of Safety-Gym's PointGoal, in plain numpy:
 
 * The arena is the square ``[-1, 1]^2`` (positions are clipped to it).
 * The action is a velocity command in ``Box(-1, 1, (2,))``; it is clipped, optionally perturbed
-  by Gaussian noise (``action_noise``), clipped again and scaled by ``max_speed`` per step.
+  by Gaussian noise (``action_noise``), clipped again, limited to norm 1 (so a diagonal is no
+  faster than a straight move) and scaled by ``max_speed`` per step.
 * The agent starts near ``start`` (uniform jitter of +-``start_jitter`` per axis) and must
   reach the disk of radius ``goal_radius`` around ``goal``.
 * Hazards are disks ``(x, y, radius)``. By default they sit on the straight start-goal line,
@@ -170,6 +171,11 @@ class HazardNavEnv(gym.Env):
             nx, ny = self.np_random.normal(0.0, self.action_noise, size=2)
             ax = min(max(ax + nx, -1.0), 1.0)
             ay = min(max(ay + ny, -1.0), 1.0)
+        # Speed limit on the velocity's norm (not per axis): a detour really costs steps.
+        norm2 = ax * ax + ay * ay
+        if norm2 > 1.0:
+            inv = 1.0 / math.sqrt(norm2)
+            ax, ay = ax * inv, ay * inv
         x = min(max(self._x + self.max_speed * ax, -ARENA), ARENA)
         y = min(max(self._y + self.max_speed * ay, -ARENA), ARENA)
         self._x, self._y = x, y

@@ -19,12 +19,61 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from safeknob.methods.base import BlendContext
 from safeknob.methods.snapshots import dual_mixture, save_weighted, snapshot_agent
 from safeknob.rollout import Agent
 from safeknob.training import load_ppo, train_ppo
 
 AIRL_GAIN = 10.0
+CANDIDATES = 16
+"""Iterates (evenly spaced over the second half of training) measured for the mixture."""
+CANDIDATE_EPISODES = 100
+"""Fresh episodes per candidate iterate."""
+
+
+def measure_snapshots(
+    ctx: BlendContext, model: Any, snapshots: list[dict[str, Any]], learned: bool
+) -> list[tuple[float, float, int]]:
+    """(mean objective, mean cost, episodes) of each snapshot over fresh stochastic episodes.
+
+    The objective is the reward the method maximizes: the env's, or with ``learned`` the
+    standardized learned reward summed over the absorbing fixed-horizon episode."""
+    from safeknob.rollout import PolicyAgent, rollout
+    from safeknob.training import env_factory
+
+    exp = ctx.run.experiment
+    fn = None
+    if learned:
+        from safeknob.rewards import absorbing_factory, learned_reward_fn
+
+        make = absorbing_factory(exp.env)
+        fn = learned_reward_fn(ctx.run, "reckless")
+    else:
+        make = env_factory(exp.env)
+    out = []
+    for k, sd in enumerate(snapshots):
+        policy = model.policy.__class__(**model.policy._get_constructor_parameters())
+        policy.load_state_dict(sd)
+        policy.set_training_mode(False)
+        res = rollout(
+            PolicyAgent(policy, deterministic=False),
+            make,
+            CANDIDATE_EPISODES,
+            seed=7_000_000 + 1000 * k + ctx.seed,
+            record=learned,
+        )
+        if fn is None:
+            obj = float(np.mean(res.returns))
+        else:
+            sums = []
+            for ep in res.episodes:
+                done = np.zeros(len(ep.acts), dtype=bool)
+                sums.append(float(np.sum(fn(ep.obs[:-1], ep.acts, ep.obs[1:], done))))
+            obj = float(np.mean(sums))
+        out.append((obj, float(np.mean(res.costs)), CANDIDATE_EPISODES))
+    return out
 
 
 class BudgetMethod:
@@ -76,14 +125,19 @@ class BudgetMethod:
             snapshot_fraction=0.5,
         )
         res.model.save(folder / "model.zip")
-        weights = dual_mixture(res.points, budget)
-        save_weighted(folder, res.snapshots, weights)
+        # Measure candidate iterates with fresh episodes (training-time estimates are too
+        # noisy to choose from), then deploy the best mixture that meets the budget.
+        idx = np.unique(np.linspace(0, len(res.snapshots) - 1, CANDIDATES).round().astype(int))
+        cands = [res.snapshots[i] for i in idx]
+        points = measure_snapshots(ctx, res.model, cands, self.reward == "airl")
+        weights = dual_mixture(points, budget)
+        save_weighted(folder, cands, weights)
         return {
             "reward_source": self.reward,
             "final_lambda": res.final_lambda,
+            "candidates": [{"objective": o, "cost": c} for o, c, _ in points],
             "mixture": [
-                {"objective": res.points[i][0], "cost": res.points[i][1], "weight": w}
-                for i, w in weights
+                {"objective": points[i][0], "cost": points[i][1], "weight": w} for i, w in weights
             ],
             "lagrange_history": res.history,
         }

@@ -204,7 +204,7 @@ class ConditionedMethod:
         shared = self.shared_folder(ctx)
         model = load_ppo(shared / "model.zip")
         aug, _ = augmenter(make_vec_env(ctx.run.experiment.env, 1).observation_space)
-        alpha = float(meta["alpha"])
+        alpha = float(meta.get("internal_alpha", meta["alpha"]))
 
         def transform(obs: np.ndarray) -> np.ndarray:
             return aug(obs, np.full(len(obs), alpha))

@@ -31,7 +31,7 @@ class MixtureMethod:
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
         from safeknob.stages.collect_demos import load_expert
 
-        alpha = float(meta["alpha"])
+        alpha = float(meta.get("internal_alpha", meta["alpha"]))
         agents = []
         for role in ("safe", "reckless"):
             model, emeta = load_expert(ctx.run, role)

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from safeknob.artifacts import ArtifactError, atomic_dir, make_meta, read_meta, write_json
+from safeknob.artifacts import (
+    ArtifactError,
+    alpha_dir,
+    atomic_dir,
+    make_meta,
+    read_meta,
+    write_json,
+)
 from safeknob.errors import UserError
 from safeknob.methods import BlendContext, Method, get_method
 from safeknob.metrics import ExpertStats, bootstrap_ci, position
@@ -34,6 +41,9 @@ class BlendRunConfig:
     """Training seed (default: the experiment's)."""
     workers: int = 1
     """Processes training alphas in parallel (one torch thread each)."""
+    calibrated: bool = False
+    """Use the method's calibration map (``safeknob calibrate``) when one exists; agents then
+    go to ``blends/<method>+cal/``."""
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:
@@ -86,12 +96,25 @@ def run(bc: BlendRunConfig) -> Path:
         "method": method.name,
         "train_seed": ctx.seed,
     }
+    cal = None
+    if bc.calibrated:
+        from safeknob.stages.calibrate import load_map
+
+        cal = load_map(rc, method.name)
+    out_name = f"{method.name}+cal" if cal is not None else method.name
+    internal = {a: (cal.internal(a) if cal is not None else a) for a in bc.alphas}
+    if cal is not None and not rc.quiet:
+        for a in bc.alphas:
+            console.print(
+                f"using the calibration map of {method.name}: alpha {a:g} -> internal setting "
+                f"{internal[a]:.3f}"
+            )
     todo = [
         a
         for a in bc.alphas
         if not up_to_date(
-            rc.paths.blend(method.name, a) / "meta.json",
-            {**config, "alpha": a},
+            rc.paths.blends / out_name / alpha_dir(a) / "meta.json",
+            {**config, "alpha": a, "internal_alpha": internal[a]},
             rc.force,
             f"safeknob blend --method {bc.method} --alpha {a:g}",
         )
@@ -99,25 +122,27 @@ def run(bc: BlendRunConfig) -> Path:
     steps = method.steps(ctx)
     if bc.workers > 1 and method.trains and method.name != "conditioned" and len(todo) > 1:
         _run_parallel(bc, todo)
-        return rc.paths.blends / method.name
+        return rc.paths.blends / out_name
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
         for a in todo:
             task = progress.add_task(f"alpha={a:.2f}", total=max(steps, 1)) if steps else None
             ctx.progress, ctx.task = progress, task
             t0 = time.perf_counter()
-            with atomic_dir(rc.paths.blend(method.name, a)) as tmp:
-                extra = method.train(ctx, a, tmp)
+            with atomic_dir(rc.paths.blends / out_name / alpha_dir(a)) as tmp:
+                extra = method.train(ctx, internal[a], tmp)
                 meta = make_meta(
                     STAGE,
-                    {**config, "alpha": a},
+                    {**config, "alpha": a, "internal_alpha": internal[a]},
                     ctx.seed,
                     wall_seconds=time.perf_counter() - t0,
-                    method=method.name,
+                    method=out_name,
                     method_arg=bc.method,
                     reward=bc.reward,
                     alpha=a,
-                    budget=ctx.budget(a),
+                    internal_alpha=internal[a],
+                    calibrated=cal is not None,
+                    budget=ctx.budget(internal[a]),
                     c_safe=ctx.c_safe,
                     c_reck=ctx.c_reck,
                     train_seconds=time.perf_counter() - t0 if method.trains else 0.0,
@@ -127,7 +152,7 @@ def run(bc: BlendRunConfig) -> Path:
             if task is not None:
                 progress.remove_task(task)
             progress.update(overall, advance=1)
-    return rc.paths.blends / method.name
+    return rc.paths.blends / out_name
 
 
 def _one_alpha(bc: BlendRunConfig) -> float:

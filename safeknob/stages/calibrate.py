@@ -1,0 +1,149 @@
+"""Stage ``calibrate``: measure a method's response curve (requested alpha -> realized
+position) on its alpha grid and store the monotone inverse map, so that ``blend`` can ask
+the method for the internal setting that lands at the requested position.
+
+The map lives in ``blends/<method>/calibration.json`` and names its experiment and method;
+``blend`` refuses a map from another experiment or method.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from safeknob.artifacts import ArtifactError, make_meta, write_json
+from safeknob.stages.common import RunConfig, console
+
+STAGE = "calibrate"
+FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class CalibrationMap:
+    """Piecewise-linear monotone map from the requested position to the internal alpha."""
+
+    alphas: tuple[float, ...]
+    """Internal settings measured (sorted)."""
+    positions: tuple[float, ...]
+    """Realized positions, made non-decreasing (isotonic, pool adjacent violators)."""
+
+    def internal(self, requested: float) -> float:
+        p = np.asarray(self.positions)
+        a = np.asarray(self.alphas)
+        # np.interp needs strictly increasing x; flat runs map to their midpoint.
+        xs, ys = [], []
+        for val in np.unique(p):
+            xs.append(val)
+            ys.append(float(np.mean(a[p == val])))
+        if len(xs) == 1:
+            return float(np.clip(requested, 0.0, 1.0))
+        return float(np.clip(np.interp(requested, xs, ys), 0.0, 1.0))
+
+
+def isotonic(y: np.ndarray) -> np.ndarray:
+    """Non-decreasing least-squares fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []
+    for v in y:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2 = blocks.pop()
+            v1, w1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2])
+    return np.concatenate([[v] * int(w) for v, w in blocks])
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    run: RunConfig
+    method: str
+    """Method column name in eval/results.csv (e.g. ``budget-env``, ``conditioned``)."""
+
+
+def run(cc: CalibrateConfig) -> Path:
+    """Fit the map from ``eval/results.csv`` rows of the method; returns the map's path."""
+    from safeknob.stages.evaluate import load_results
+
+    rc = cc.run
+    results, _ = load_results(rc)
+    df = results[results.method == cc.method]
+    if df.empty:
+        known = sorted(m for m in results.method.unique() if not str(m).startswith("expert-"))
+        raise ArtifactError(
+            f"no evaluated agents of method {cc.method!r} in {rc.paths.eval}; run "
+            f"`safeknob train-blend --method ...` and `safeknob evaluate` first "
+            f"(evaluated: {', '.join(known) or 'none'})"
+        )
+    per_alpha = df.groupby("alpha", sort=True)["position"].mean()
+    if per_alpha.isna().all():
+        raise ArtifactError(
+            "positions are undefined (the experts have equal cost); cannot calibrate"
+        )
+    per_alpha = per_alpha.dropna()
+    alphas = per_alpha.index.to_numpy(dtype=float)
+    raw = per_alpha.to_numpy(dtype=float)
+    fitted = isotonic(raw)
+    cmap = CalibrationMap(tuple(alphas.tolist()), tuple(fitted.tolist()))
+    before = float(np.mean(np.abs(raw - alphas)))
+    # In-sample estimate of what calibration achieves: the fitted curve at the mapped alpha.
+    after_pts = [float(np.interp(cmap.internal(a), alphas, fitted)) for a in alphas]
+    after = float(np.mean(np.abs(np.asarray(after_pts) - alphas)))
+    path = rc.paths.blends / cc.method / FILE
+    write_json(
+        path,
+        make_meta(
+            STAGE,
+            {"experiment": rc.experiment.name, "method": cc.method},
+            rc.experiment.seed,
+            inputs={"results": rc.paths.eval / "results.csv"},
+            experiment=rc.experiment.name,
+            method=cc.method,
+            alphas=list(cmap.alphas),
+            positions_raw=raw.tolist(),
+            positions=list(cmap.positions),
+            calibration_error_before=before,
+            calibration_error_after_in_sample=after,
+        ),
+    )
+    if not rc.quiet:
+        t = Table(title=f"Calibration of {cc.method} ({rc.experiment.name})")
+        for c in ("requested", "realized (raw)", "realized (monotone)", "internal alpha to ask"):
+            t.add_column(c, justify="right")
+        for a, r, f in zip(alphas, raw, fitted, strict=True):
+            t.add_row(f"{a:.2f}", f"{r:.3f}", f"{f:.3f}", f"{cmap.internal(a):.3f}")
+        console.print(t)
+        console.print(
+            f"mean |position - alpha|: {before:.3f} as trained; {after:.3f} through the map "
+            "(in-sample, interpolated). A method whose cost moves in steps cannot do better "
+            "than its steps allow."
+        )
+        console.print(f"saved {path}")
+    return path
+
+
+def load_map(rc: RunConfig, method: str) -> CalibrationMap | None:
+    """The stored map of ``method`` or None; refuses a map of another experiment/method."""
+    path = rc.paths.blends / method / FILE
+    if not path.is_file():
+        return None
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ArtifactError(
+            f"{path} is corrupt; re-run `safeknob calibrate --method {method}`"
+        ) from None
+    if (
+        meta.get("stage") != STAGE
+        or meta.get("experiment") != rc.experiment.name
+        or meta.get("method") != method
+    ):
+        raise ArtifactError(
+            f"{path} is a calibration map of experiment {meta.get('experiment')!r} method "
+            f"{meta.get('method')!r}, not {rc.experiment.name!r} {method!r}; re-run "
+            f"`safeknob calibrate --method {method}`"
+        )
+    return CalibrationMap(tuple(meta["alphas"]), tuple(meta["positions"]))

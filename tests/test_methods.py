@@ -1,0 +1,109 @@
+"""Every blend method trains, saves, reloads and evaluates on the tiny grid (mechanics only;
+quality is measured by `safeknob evaluate` on the real experiments, see experiments/NOTES.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from safeknob import rewards
+from safeknob.artifacts import ArtifactError
+from safeknob.errors import UserError
+from safeknob.methods import get_method
+from safeknob.methods.bc_mix import mix_transitions
+from safeknob.methods.snapshots import dual_mixture
+from safeknob.stages import blend, calibrate, evaluate
+
+
+@pytest.mark.parametrize(
+    ("method", "reward", "column"),
+    [
+        ("bc-mix", None, "bc-mix"),
+        ("budget", "env", "budget-env"),
+        ("conditioned", None, "conditioned"),
+    ],
+)
+def test_method_trains_and_evaluates(run_config, method, reward, column):
+    out = blend.run(blend.BlendRunConfig(run_config, method, (0.0, 0.5, 1.0), reward))
+    assert out.name == column
+    for a in ("0.00", "0.50", "1.00"):
+        meta = json.loads((out / f"alpha-{a}" / "meta.json").read_text())
+        assert meta["stage"] == "blend" and meta["method"] == column
+    res = pd.read_csv(evaluate.run(run_config) / "results.csv")
+    rows = res[res.method == column]
+    assert sorted(rows.alpha) == [0.0, 0.5, 1.0]
+    assert rows[["return_mean", "cost_mean", "position"]].notna().all().all()
+
+
+def test_budget_airl_learns_reward_and_blends(run_config):
+    rewards.run(run_config, ("reckless",))
+    meta = json.loads((run_config.paths.rewards("reckless") / "meta.json").read_text())
+    assert meta["stage"] == "learn-rewards" and "check" in meta
+    std = json.loads((run_config.paths.rewards("reckless") / "standardize.json").read_text())
+    assert std["std"] > 0
+    out = blend.run(blend.BlendRunConfig(run_config, "budget", (0.5,), "airl"))
+    assert (out / "alpha-0.50" / "model.zip").is_file()
+
+
+def test_budget_airl_without_rewards_names_the_command(run_config):
+    with pytest.raises(ArtifactError, match="safeknob learn-rewards"):
+        blend.run(blend.BlendRunConfig(run_config, "budget", (0.5,), "airl"))
+
+
+def test_unknown_method_and_reward_are_user_errors():
+    with pytest.raises(UserError, match="unknown method"):
+        get_method("bugdet")
+    with pytest.raises(UserError, match="unknown reward"):
+        get_method("budget", "gail")
+
+
+def test_mix_transitions_ratio_is_exact():
+    rng = np.random.default_rng(0)
+    safe = (np.zeros(300), np.zeros(300), np.zeros(300))
+    reck = (np.ones(100), np.ones(100), np.ones(100))
+    (obs, _, _), m_r, m_s = mix_transitions(safe, reck, 0.25, rng)
+    assert m_r / (m_r + m_s) == pytest.approx(0.25, abs=0.01)
+    assert obs.sum() == m_r
+    (_, _, _), m_r, m_s = mix_transitions(safe, reck, 0.0, rng)
+    assert m_r == 0 and m_s == 300
+
+
+@pytest.mark.parametrize(
+    ("points", "budget", "expected"),
+    [
+        # Two snapshots bracket the budget: weights make the expected cost equal it.
+        ([(0.5, 1.0, 50), (0.9, 3.0, 50)], 2.0, [(0, 0.5), (1, 0.5)]),
+        # A dominated snapshot is ignored in favour of the better pair.
+        ([(0.5, 1.0, 50), (0.4, 1.5, 50), (0.9, 3.0, 50)], 2.0, [(0, 0.5), (2, 0.5)]),
+        # All under budget: the best one alone.
+        ([(0.5, 1.0, 50), (0.7, 1.5, 50)], 2.0, [(1, 1.0)]),
+        # All over budget: the cheapest one alone.
+        ([(0.5, 3.0, 50), (0.7, 4.0, 50)], 2.0, [(0, 1.0)]),
+    ],
+)
+def test_dual_mixture(points, budget, expected):
+    got = dual_mixture(points, budget)
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    np.testing.assert_allclose([w for _, w in got], [w for _, w in expected])
+
+
+def test_calibration_map_is_monotone_and_refuses_foreign_maps(run_config):
+    blend.run(blend.BlendRunConfig(run_config, "mixture", (0.0, 0.25, 0.5, 0.75, 1.0)))
+    evaluate.run(run_config)
+    path = calibrate.run(calibrate.CalibrateConfig(run_config, "mixture"))
+    cmap = calibrate.load_map(run_config, "mixture")
+    assert cmap is not None
+    assert np.all(np.diff(cmap.positions) >= 0)
+    assert 0.0 <= cmap.internal(0.6) <= 1.0
+    meta = json.loads(path.read_text())
+    meta["experiment"] = "another-experiment"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="another-experiment"):
+        calibrate.load_map(run_config, "mixture")
+
+
+def test_isotonic_pools_violators():
+    np.testing.assert_allclose(calibrate.isotonic(np.array([0.0, 0.5, 0.3, 1.0])), [0, 0.4, 0.4, 1])
