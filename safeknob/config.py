@@ -100,11 +100,22 @@ class BlendConfig:
     """Default blend method."""
     alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     """Default alpha grid of train-blend."""
-    methods: tuple[str, ...] = ("mixture", "bc-mix", "budget-env", "budget-airl", "conditioned")
+    methods: tuple[str, ...] = (
+        "mixture",
+        "bc-mix",
+        "budget-env",
+        "budget-airl",
+        "conditioned",
+        "reward-mix",
+    )
     """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
     --reward env``)."""
     steps: int = 300_000
     """Env steps per trained blended agent."""
+    gain_scale: float = 5.0
+    """Multiplies the PID gains for ``budget`` agents: a per-alpha run is short, and an
+    oscillating multiplier is fine (the deployed dual mixture of iterates meets the budget),
+    while a sluggish one never reaches the interior of the frontier."""
     conditioned_steps: int = 1_000_000
     """Env steps of the one alpha-conditioned policy (``conditioned``)."""
     conditioned_bins: int = 11

@@ -186,6 +186,9 @@ def train_airl(
     venv = DummyVecEnv([make] * exp.ppo.n_envs)
     venv.seed(seed)
     gen = build_ppo(venv, exp.ppo, seed)
+    # Start the generator at the expert (BC on its demonstrations): without it the safe
+    # expert's generator never leaves the reckless route and AIRL never equilibrates.
+    bc_warmstart(gen, trajs, obs_space, act_space, seed)
     net = make_reward_net(obs_space, act_space, exp.ppo.gamma)
     kwargs: dict[str, Any] = {
         "demonstrations": demos,
@@ -213,6 +216,41 @@ def train_airl(
 
         trainer.train(steps, callback=cb)
     return net, {"horizon": horizon, "transition_logit": model is not None, "demos": len(trajs)}
+
+
+def bc_warmstart(
+    gen: Any, trajs: list[TrajectoryWithRew], obs_space, act_space, seed: int, epochs: int = 20
+) -> None:
+    """Behavioural cloning of the demonstrations into the generator's policy, in place."""
+    from imitation.algorithms import bc
+    from imitation.data import rollout as imit_rollout
+
+    trans = imit_rollout.flatten_trajectories(
+        [
+            TrajectoryWithRew(
+                obs=t.obs.astype(np.int64) if isinstance(obs_space, gym.spaces.Discrete) else t.obs,
+                acts=t.acts.astype(np.int64)
+                if isinstance(act_space, gym.spaces.Discrete)
+                else t.acts,
+                infos=None,
+                terminal=t.terminal,
+                rews=t.rews,
+            )  # fmt: skip
+            for t in trajs
+        ]
+    )
+    with tempfile.TemporaryDirectory() as logdir:
+        trainer = bc.BC(
+            observation_space=obs_space,
+            action_space=act_space,
+            rng=np.random.default_rng(seed),
+            policy=gen.policy,
+            demonstrations=trans,
+            batch_size=64,
+            device="cpu",
+            custom_logger=imit_logger.configure(logdir, format_strs=[]),
+        )
+        trainer.train(n_epochs=epochs, progress_bar=False)
 
 
 # ---------------------------------------------------------------------------- using rewards

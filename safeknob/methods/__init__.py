@@ -48,6 +48,12 @@ def _available() -> dict[str, type]:
     except ImportError:
         pass
     try:
+        from safeknob.methods.reward_mix import RewardMixMethod
+
+        out["reward-mix"] = RewardMixMethod
+    except ImportError:
+        pass
+    try:
         from safeknob.methods.bc_mix import BCMixMethod
 
         out["bc-mix"] = BCMixMethod

@@ -95,7 +95,10 @@ class BudgetMethod:
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment
-        lagrange = exp.lagrange
+        g = exp.blend.gain_scale
+        lagrange = dataclasses.replace(
+            exp.lagrange, kp=exp.lagrange.kp * g, ki=exp.lagrange.ki * g, kd=exp.lagrange.kd * g
+        )
         venv = None
         if self.reward == "airl":
             from stable_baselines3.common.vec_env import DummyVecEnv
