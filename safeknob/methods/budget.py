@@ -36,7 +36,9 @@ CANDIDATE_EPISODES = 100
 def measure_snapshots(
     ctx: BlendContext, model: Any, snapshots: list[dict[str, Any]], learned: bool
 ) -> list[tuple[float, float, int]]:
-    """(mean objective, mean cost, episodes) of each snapshot over fresh stochastic episodes.
+    """(mean objective, mean cost, episodes) of each snapshot acting greedily over fresh
+    episodes (the optimum of a constrained problem mixes two deterministic policies; the
+    mixture, not each policy, supplies the randomness interior frontier points need).
 
     The objective is the reward the method maximizes: the env's, or with ``learned`` the
     standardized learned reward summed over the absorbing fixed-horizon episode."""
@@ -58,7 +60,7 @@ def measure_snapshots(
         policy.load_state_dict(sd)
         policy.set_training_mode(False)
         res = rollout(
-            PolicyAgent(policy, deterministic=False),
+            PolicyAgent(policy, deterministic=True),
             make,
             CANDIDATE_EPISODES,
             seed=7_000_000 + 1000 * k + ctx.seed,
@@ -147,4 +149,4 @@ class BudgetMethod:
 
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
         model = load_ppo(folder / "model.zip")
-        return snapshot_agent(folder, model)
+        return snapshot_agent(folder, model, deterministic=True)
