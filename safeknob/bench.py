@@ -90,8 +90,12 @@ def nav_experts(data: Path) -> None:
             f"{meta['wall_seconds']:.0f}",
         )
     console.print(t)
-    ratio = costs["reckless"] / max(costs["safe"], 1e-9)
-    console.print(f"cost ratio reckless/safe = {ratio:.1f} (target >= 3; safe reaches goal >= 90%)")
+    ratio = (
+        f"{costs['reckless'] / costs['safe']:.1f}"
+        if costs["safe"] > 0
+        else f"unbounded (safe cost 0, reckless {costs['reckless']:.2f})"
+    )
+    console.print(f"cost ratio reckless/safe = {ratio} (target >= 3; safe reaches goal >= 90%)")
 
 
 def main() -> None:
