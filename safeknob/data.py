@@ -79,7 +79,7 @@ def load(path: Path, fix: str = "safeknob collect-demos") -> list[TrajectoryWith
                     acts=np.asarray(t.acts),
                     infos=np.array(list(t.infos), dtype=object) if t.infos is not None else None,
                     terminal=bool(t.terminal),
-                    rews=np.asarray(t.rews, dtype=float),
+                    rews=np.asarray(getattr(t, "rews", np.zeros(len(t.acts))), dtype=float),
                 )
                 for t in seq
             ]

@@ -102,7 +102,8 @@ def pad(traj: TrajectoryWithRew, horizon: int, noop: Any) -> TrajectoryWithRew:
     if n >= horizon:
         return traj
     k = horizon - n
-    obs = np.concatenate([traj.obs, np.repeat(traj.obs[-1:], k, axis=0)])
+    tobs = np.asarray(traj.obs)
+    obs = np.concatenate([tobs, np.repeat(tobs[-1:], k, axis=0)])
     acts = np.concatenate([traj.acts, np.repeat(np.asarray([noop]), k, axis=0)])
     infos = np.concatenate([np.asarray(traj.infos, dtype=object), np.array([{"cost": 0.0}] * k)])
     rews = np.concatenate([traj.rews, np.zeros(k)])
@@ -123,9 +124,11 @@ class TransitionAIRL(AIRL):
             s = batch["state"].argmax(-1)
             s2 = batch["next_state"].argmax(-1)
             with th.no_grad():
-                dist = self.policy.get_distribution(s.float())
-                probs = dist.distribution.probs  # (B, A)
-                p = (probs * self._P[s, :, s2]).sum(-1)
+                policy: Any = self.policy
+                dist = policy.get_distribution(s.float())
+                probs = dist.distribution.probs  # type: ignore[attr-defined]  # (B, A)
+                trans: Any = self._P
+                p = (probs * trans[s, :, s2]).sum(-1)
                 logp = th.log(p.clamp_min(1e-8))
             out = dict(batch)
             out["log_policy_act_prob"] = logp
@@ -167,7 +170,7 @@ def train_airl(
     noop = (
         0
         if isinstance(probe.action_space, gym.spaces.Discrete)
-        else np.zeros(probe.action_space.shape)
+        else np.zeros(probe.action_space.shape or ())
     )
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
@@ -175,8 +178,8 @@ def train_airl(
     if isinstance(obs_space, gym.spaces.Discrete):
         demos = [
             TrajectoryWithRew(
-                obs=t.obs.astype(np.int64),
-                acts=t.acts.astype(np.int64),
+                obs=np.asarray(t.obs).astype(np.int64),
+                acts=np.asarray(t.acts).astype(np.int64),
                 infos=t.infos,
                 terminal=t.terminal,
                 rews=t.rews,
@@ -228,7 +231,9 @@ def bc_warmstart(
     trans = imit_rollout.flatten_trajectories(
         [
             TrajectoryWithRew(
-                obs=t.obs.astype(np.int64) if isinstance(obs_space, gym.spaces.Discrete) else t.obs,
+                obs=np.asarray(t.obs).astype(np.int64)
+                if isinstance(obs_space, gym.spaces.Discrete)
+                else np.asarray(t.obs),
                 acts=t.acts.astype(np.int64)
                 if isinstance(act_space, gym.spaces.Discrete)
                 else t.acts,
@@ -262,7 +267,8 @@ def reward_of(net: BasicShapedRewardNet, next_obs: np.ndarray, obs_space: gym.Sp
             x = th.nn.functional.one_hot(x.long().reshape(-1), int(obs_space.n)).float()
         else:
             x = x.float().reshape(len(x), -1)
-        return net.base.mlp(x).reshape(-1).numpy().astype(float)
+        mlp: Any = net.base.mlp  # type: ignore[union-attr]
+        return mlp(x).reshape(-1).numpy().astype(float)
 
 
 def save_reward(folder: Path, net: BasicShapedRewardNet, stats: dict[str, float]) -> None:

@@ -144,10 +144,11 @@ def rollout(
         active = np.flatnonzero(ep_of >= 0)
         batch = np.stack([np.asarray(obs_now[i]) for i in active])
         actions = agent.act(batch, active)
-        for j, i in enumerate(active):
+        for j, i_ in enumerate(active):
+            i = int(i_)
             act = actions[j]
             obs, r, term, trunc, info = envs[i].step(act)
-            k = ep_of[i]
+            k = int(ep_of[i])
             c = float(info["cost"])
             rets[k] += r
             costs[k] += c

@@ -170,7 +170,8 @@ class HazardGridEnv(gym.Env):
     # ------------------------------------------------------------------ helpers
     def cell_of(self, state: int) -> tuple[int, int]:
         """(row, col) of a state index."""
-        return self.cells[int(state)]
+        r, c = self.cells[int(state)]
+        return int(r), int(c)
 
     def render(self):
         if self.render_mode == "ansi":

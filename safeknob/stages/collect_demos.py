@@ -3,6 +3,7 @@ keeps the per-step cost (or import demonstrations recorded elsewhere with ``--fr
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -51,6 +52,10 @@ class CollectConfig:
     """Import this imitation dataset instead of rolling the expert out."""
     role: str | None = None
     """Which expert the imported dataset belongs to (``safe`` or ``reckless``)."""
+
+
+def _advance(progress: Any, task: Any, n: int) -> None:
+    progress.update(task, advance=n)
 
 
 def summarize(trajs: list[Any], seed: int = 0) -> dict[str, Any]:
@@ -130,7 +135,7 @@ def run(cc: CollectConfig) -> Path:
                 exp.demos.episodes,
                 seed,
                 record=True,
-                progress=lambda n, task=task: progress.update(task, advance=n),
+                progress=functools.partial(_advance, progress, task),
             )
             trajs = data.to_trajectories(res.episodes)
             with atomic_dir(rc.paths.demos(role)) as tmp:

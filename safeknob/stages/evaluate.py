@@ -149,7 +149,9 @@ def run(rc: RunConfig) -> Path:
             # Costs a hair below the minimum achievable (sampling noise) use the minimum.
             fr_c = max(row["cost_mean"], frontier.min_cost)
             row["frontier_return"] = float(frontier(fr_c))
-            row["frontier_gap"] = frontier_gap(row["return_mean"], fr_c, ref, frontier)
+            row["frontier_gap"] = frontier_gap(
+                row["return_mean"], fr_c, ref, lambda c: float(frontier(c))
+            )
         else:
             row["frontier_return"] = math.nan
             row["frontier_gap"] = math.nan
