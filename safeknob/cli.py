@@ -376,7 +376,6 @@ def main() -> None:
     # Known-harmless upstream warnings (imitation 1.0.1 with torch 2.13 / numpy 2).
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
     warnings.filterwarnings("ignore", message="tried to wrap")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # imitation's own round bars; we show ours
     set_threads()
     app(prog_name="safeknob")
 

@@ -217,7 +217,15 @@ def train_airl(
                 progress.update(task, advance=n - done[0])
                 done[0] = n
 
-        trainer.train(steps, callback=cb)
+        # imitation draws its own tqdm bar per round; ours (rich) already shows progress.
+        import functools
+        from unittest import mock
+
+        import tqdm
+
+        quiet_tqdm = functools.partial(tqdm.tqdm, disable=True)
+        with mock.patch("imitation.algorithms.adversarial.common.tqdm.tqdm", quiet_tqdm):
+            trainer.train(steps, callback=cb)
     return net, {"horizon": horizon, "transition_logit": model is not None, "demos": len(trajs)}
 
 

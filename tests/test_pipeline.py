@@ -30,3 +30,27 @@ def test_evaluate_is_byte_identical_on_rerun(run_config):
     first = (evaluate.run(run_config) / "results.csv").read_bytes()
     second = (evaluate.run(run_config) / "results.csv").read_bytes()
     assert first == second
+
+
+def test_run_command_goes_end_to_end_and_resumes(tiny_experiment_file, tmp_path):
+    """`safeknob run` chains every stage (all methods) and a second run resumes with no work."""
+    from typer.testing import CliRunner
+
+    from safeknob.cli import app
+
+    runner = CliRunner()
+    args = ["run", "-e", str(tiny_experiment_file), "--data", str(tmp_path), "-q", "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    root = tmp_path / "tiny-grid"
+    for name in ("report.md", "report.html", "frontier.png", "knob.png", "trajectories.png"):
+        assert (root / "report" / name).is_file()
+    summary = pd.read_csv(root / "eval" / "summary.csv")
+    assert set(summary.method) == {
+        "mixture", "bc-mix", "budget-env", "budget-airl", "conditioned", "reward-mix"
+    }  # fmt: skip
+    before = {p: p.stat().st_mtime_ns for p in (root / "blends").rglob("*.json")}
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    after = {p: p.stat().st_mtime_ns for p in (root / "blends").rglob("*.json")}
+    assert before == after  # nothing retrained
