@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test test-all lint type format bench reproduce reproduce-quick clean
+.PHONY: install test test-all lint type format bench reproduce reproduce-quick docs clean
 
 install: $(STAMP)
 
@@ -44,3 +44,6 @@ reproduce-quick: install
 
 clean:
 	rm -rf $(VENV)
+
+docs: install
+	$(BIN)/python -m safeknob.docs data
