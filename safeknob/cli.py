@@ -369,13 +369,8 @@ def calibrate(
 
 def main() -> None:
     """Console-script entry point."""
-    import warnings
-
     from safeknob.training import set_threads
 
-    # Known-harmless upstream warnings (imitation 1.0.1 with torch 2.13 / numpy 2).
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-    warnings.filterwarnings("ignore", message="tried to wrap")
     set_threads()
     app(prog_name="safeknob")
 

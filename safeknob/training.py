@@ -184,5 +184,10 @@ def load_ppo(path: Path, **kwargs: Any) -> PPO:
 
 
 def set_threads() -> None:
-    """One torch thread per process (2 threads on a busy 2-core machine is ~17x slower)."""
+    """One torch thread per process (2 threads on a busy 2-core machine is ~17x slower), and
+    no known-harmless upstream warnings (imitation 1.0.1 with torch 2.13 / numpy 2)."""
+    import warnings
+
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+    warnings.filterwarnings("ignore", message="tried to wrap")

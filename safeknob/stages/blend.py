@@ -84,6 +84,13 @@ def context(rc: RunConfig, seed: int | None = None) -> BlendContext:
     )
 
 
+def seed_suffix(rc: RunConfig, seed: int) -> str:
+    """``""`` for the experiment's own seed, else ``"_seed-S"``: one folder per (method, alpha,
+    seed), ``blends/<method>/alpha-0.50_seed-1/``. Not ``-seed-``: ``atomic_dir`` cleans
+    ``.tmp-alpha-0.50-*``, which would match a concurrent job's ``.tmp-alpha-0.50-seed-1-*``."""
+    return "" if seed == rc.experiment.seed else f"_seed-{seed}"
+
+
 def run(bc: BlendRunConfig) -> Path:
     """Produce one agent per alpha under ``blends/<method>/alpha-A/``; returns the method folder."""
     for a in bc.alphas:
@@ -102,6 +109,7 @@ def run(bc: BlendRunConfig) -> Path:
 
         cal = load_map(rc, method.name)
     out_name = f"{method.name}+cal" if cal is not None else method.name
+    sfx = seed_suffix(rc, ctx.seed)
     internal = {a: (cal.internal(a) if cal is not None else a) for a in bc.alphas}
     if cal is not None and not rc.quiet:
         for a in bc.alphas:
@@ -113,7 +121,7 @@ def run(bc: BlendRunConfig) -> Path:
         a
         for a in bc.alphas
         if not up_to_date(
-            rc.paths.blends / out_name / alpha_dir(a) / "meta.json",
+            rc.paths.blends / out_name / (alpha_dir(a) + sfx) / "meta.json",
             {**config, "alpha": a, "internal_alpha": internal[a]},
             rc.force,
             f"safeknob blend --method {bc.method} --alpha {a:g}",
@@ -129,7 +137,7 @@ def run(bc: BlendRunConfig) -> Path:
             task = progress.add_task(f"alpha={a:.2f}", total=max(steps, 1)) if steps else None
             ctx.progress, ctx.task = progress, task
             t0 = time.perf_counter()
-            with atomic_dir(rc.paths.blends / out_name / alpha_dir(a)) as tmp:
+            with atomic_dir(rc.paths.blends / out_name / (alpha_dir(a) + sfx)) as tmp:
                 extra = method.train(ctx, internal[a], tmp)
                 meta = make_meta(
                     STAGE,
@@ -202,8 +210,8 @@ def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     folder_root = run(bc)
     rc = bc.run
     alpha = bc.alphas[0]
-    folder = folder_root / f"alpha-{alpha:.2f}"
     ctx = context(rc, bc.seed)
+    folder = folder_root / (alpha_dir(alpha) + seed_suffix(rc, ctx.seed))
     _, _, agent = load_blend(ctx, folder)
     seed = rc.experiment.eval.seed
     make = env_factory(rc.experiment.env)
