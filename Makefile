@@ -47,3 +47,11 @@ clean:
 
 docs: install
 	$(BIN)/python -m safeknob.docs data
+
+.PHONY: install-ray
+install-ray: install
+	$(BIN)/pip install --quiet 'ray[default]==2.*'
+
+.PHONY: install-minari
+install-minari: install
+	$(BIN)/pip install --quiet 'minari==0.5.4'

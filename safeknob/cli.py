@@ -127,7 +127,11 @@ def collect_demos(
     quiet: QuietOpt = False,
     source: Annotated[
         Path | None,
-        typer.Option("--from", help="Import this imitation dataset (with costs) instead."),
+        typer.Option(
+            "--from",
+            help="Import this imitation dataset (with costs) instead; minari:ID_OR_PATH for a "
+            "local Minari dataset.",
+        ),
     ] = None,
     role: Annotated[
         str | None, typer.Option("--role", help="With --from: safe or reckless.")
@@ -265,6 +269,35 @@ def report(
     _guard(lambda: stage.run(_run_config(experiment, data, False, quiet)))
 
 
+@demos_app.command("export")
+def demos_export(
+    path: Annotated[
+        Path, typer.Argument(help="A demonstration folder, e.g. data/hazard-grid/demos/safe")
+    ],
+    dataset_id: Annotated[
+        str, typer.Option("--id", help="Minari dataset id, e.g. safeknob/hazard-grid/safe-v0")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of local Minari datasets.")] = Path(
+        "data/minari"
+    ),
+    fmt: Annotated[str, typer.Option("--format", help="Export format (minari).")] = "minari",
+    force: ForceOpt = False,
+) -> None:
+    """Export a demonstration dataset (per-step cost kept in the episode infos)."""
+    from safeknob.errors import UserError
+
+    def go():
+        if fmt != "minari":
+            raise UserError(f"unknown export format {fmt!r}; supported: minari")
+        from safeknob import minari_io
+
+        dest = minari_io.export(path, dataset_id, out, force=force)
+        console.print(f"exported {path} to {dest}")
+        return dest
+
+    _guard(go)
+
+
 @app.command("learn-rewards")
 def learn_rewards(
     role: Annotated[
@@ -365,6 +398,76 @@ def calibrate(
             stage.CalibrateConfig(_run_config(experiment, data, False, quiet), method)
         )
     )
+
+
+@app.command("sweep")
+def sweep(
+    experiment: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--experiment",
+            "-e",
+            help="Experiment name or TOML path; repeat for several (default: the default one).",
+        ),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="Comma-separated, e.g. mixture,bc-mix,budget-env (default: the experiment's).",
+        ),
+    ] = None,
+    alphas: Annotated[
+        str | None, typer.Option("--alphas", help="Comma-separated grid, e.g. 0,0.25,0.5,0.75,1")
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="Comma-separated training seeds (default: the experiment's)."),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="local (process pool) or ray (Ray core tasks).")
+    ] = "local",
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Jobs in parallel (one torch thread each).")
+    ] = DEFAULT_WORKERS,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="With --backend ray: cluster to join (auto or host:port)."),
+    ] = None,
+    data: DataOpt = DEFAULT_DATA,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a grid of (experiment x method x alpha x seed) blend jobs in parallel, then evaluate."""
+    from safeknob.errors import UserError
+    from safeknob.stages import blend as blend_stage
+    from safeknob.stages import sweep as stage
+
+    def go():
+        exps = tuple(_run_config(e, data, force, quiet).experiment for e in (experiment or [None]))
+        ms = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+        if methods is not None and not ms:
+            raise UserError("empty --methods; use e.g. --methods mixture,bc-mix")
+        grid = blend_stage.parse_alphas(alphas) if alphas is not None else None
+        sd = None
+        if seeds is not None:
+            try:
+                sd = tuple(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+            except ValueError:
+                raise UserError(
+                    f"malformed seed list {seeds!r}; use comma-separated integers, e.g. 0,1,2"
+                ) from None
+            if not sd:
+                raise UserError("empty --seeds; use comma-separated integers, e.g. 0,1,2")
+        if address is not None and backend != "ray":
+            raise UserError("--address needs --backend ray")
+        return stage.run(
+            stage.SweepConfig(
+                exps, data, ms, grid, sd, backend.lower(), workers, address, force, quiet
+            )
+        )
+
+    _guard(go)
 
 
 def main() -> None:

@@ -315,6 +315,29 @@ def learned_reward_fn(rc: RunConfig, role: str) -> Callable[..., np.ndarray]:
     return fn
 
 
+def task_reward_fn(rc: RunConfig) -> Callable[..., np.ndarray]:
+    """The task reward ``budget --reward airl`` maximizes: the mean of the two experts'
+    standardized AIRL rewards when both exist, else the reckless expert's alone.
+
+    Each expert's AIRL reward also encodes *where that expert goes* (it is high on its own
+    path), so the reckless reward alone makes every safer route look far worse than its true
+    return and the multiplier must grow beyond its cap before cost moves. Both experts chase
+    the same task reward, so averaging their rewards keeps the task and cancels most of the
+    route preference; the Lagrange multiplier then sets the trade-off with cost.
+    """
+    reck = learned_reward_fn(rc, "reckless")
+    if not (rc.paths.rewards("safe") / "meta.json").is_file():
+        return reck
+    safe = learned_reward_fn(rc, "safe")
+
+    def fn(
+        obs: np.ndarray, acts: np.ndarray, next_obs: np.ndarray, dones: np.ndarray
+    ) -> np.ndarray:
+        return 0.5 * (reck(obs, acts, next_obs, dones) + safe(obs, acts, next_obs, dones))
+
+    return fn
+
+
 def standardization(
     net: BasicShapedRewardNet, trajs: list[TrajectoryWithRew], space: gym.Space
 ) -> dict[str, float]:

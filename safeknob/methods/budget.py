@@ -48,10 +48,10 @@ def measure_snapshots(
     exp = ctx.run.experiment
     fn = None
     if learned:
-        from safeknob.rewards import absorbing_factory, learned_reward_fn
+        from safeknob.rewards import absorbing_factory, task_reward_fn
 
         make = absorbing_factory(exp.env)
-        fn = learned_reward_fn(ctx.run, "reckless")
+        fn = task_reward_fn(ctx.run)
     else:
         make = env_factory(exp.env)
     out = []
@@ -91,9 +91,9 @@ class BudgetMethod:
     def reward_fn(self, ctx: BlendContext):
         if self.reward == "env":
             return None
-        from safeknob.rewards import learned_reward_fn
+        from safeknob.rewards import task_reward_fn
 
-        return learned_reward_fn(ctx.run, "reckless")
+        return task_reward_fn(ctx.run)
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment

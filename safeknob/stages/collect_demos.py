@@ -165,9 +165,18 @@ def import_demos(cc: CollectConfig) -> Path:
         raise UserError(f"--role must be one of {', '.join(ROLES)} with --from, got {cc.role!r}")
     src = Path(cc.source)  # type: ignore[arg-type]
     fix = "record it with costs in infos[t]['cost'] or pick the matching --experiment"
+    from_minari = str(cc.source).startswith("minari:")
     try:
-        trajs = data.load(src)
+        if from_minari:
+            from safeknob import minari_io
+
+            trajs = minari_io.load(str(cc.source)[len("minari:") :])
+        else:
+            trajs = data.load(src)
     except ArtifactError as exc:
+        if from_minari:
+            raise
+
         reason = str(exc).split(";")[0]
         raise ArtifactError(
             f"--from: {reason}; pass a folder saved by imitation.data.serialize.save "
@@ -181,16 +190,19 @@ def import_demos(cc: CollectConfig) -> Path:
         raise ArtifactError(f"{dest} already exists; add --force to replace it")
     write_config(rc)
     with atomic_dir(dest) as tmp:
-        for f in src.iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                shutil.copy2(f, tmp / f.name)
+        if from_minari:
+            data.save(tmp, trajs)
+        else:
+            for f in src.iterdir():
+                if f.is_file() and f.name != "manifest.json":
+                    shutil.copy2(f, tmp / f.name)
         manifest = make_meta(
             STAGE,
             stage_config(rc.experiment, "env", "demos"),
             rc.experiment.seed,
-            inputs={"source": src},
+            inputs={} if from_minari else {"source": src},
             role=cc.role,
-            source=str(src.resolve()),
+            source=str(cc.source) if from_minari else str(src.resolve()),
             summary=summarize(trajs),
         )
         write_json(tmp / "manifest.json", manifest)

@@ -47,7 +47,7 @@ def run(pc: PipelineConfig) -> Path:
     collect_demos.run(collect_demos.CollectConfig(rc))
     if any(split_method(m)[1] == "airl" or m == "reward-mix" for m in methods):
         console.rule(f"[bold]{exp.name}: learned rewards")
-        roles = ("reckless", "safe") if "reward-mix" in methods else ("reckless",)
+        roles = ("reckless", "safe")
         rewards.run(rc, roles)
     for spec in methods:
         name, reward = split_method(spec)
