@@ -151,12 +151,15 @@ def train_ppo(
     snapshot_fraction: float = 0.0,
     extra_callbacks: list[BaseCallback] | None = None,
     tb_dir: Path | None = None,
+    warmstart: Callable[[PPO], None] | None = None,
 ) -> TrainResult:
     """Train PPO on the env reward (``budget=None``) or PPO-Lagrangian under an episode-cost
     ``budget``; ``reward_fn`` replaces the env reward (a learned reward)."""
     base = venv if venv is not None else make_vec_env(cfg.env, cfg.ppo.n_envs)
     wrapper = CostPenaltyVecEnv(base, reward_fn=reward_fn)
     model = build_ppo(wrapper, cfg.ppo, seed, tb_dir)
+    if warmstart is not None:
+        warmstart(model)
     callbacks: list[BaseCallback] = [ProgressCallback(progress, task)]
     lag_cb = None
     if budget is not None:

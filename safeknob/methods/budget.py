@@ -27,6 +27,8 @@ from safeknob.rollout import Agent
 from safeknob.training import load_ppo, train_ppo
 
 AIRL_GAIN = 10.0
+AIRL_LAMBDA_CAP = 30.0
+"""Multiplier cap (x lambda_max) on a learned reward: agents switched routes at lambda ~8."""
 CANDIDATES = 16
 """Iterates (evenly spaced over the second half of training) measured for the mixture."""
 CANDIDATE_EPISODES = 100
@@ -113,7 +115,7 @@ class BudgetMethod:
                 kp=lagrange.kp * AIRL_GAIN,
                 ki=lagrange.ki * AIRL_GAIN,
                 kd=lagrange.kd * AIRL_GAIN,
-                lambda_max=lagrange.lambda_max * AIRL_GAIN,
+                lambda_max=lagrange.lambda_max * AIRL_LAMBDA_CAP,
             )
         budget = ctx.budget(alpha)
         res = train_ppo(

@@ -3,8 +3,10 @@ rewards, each standardized on the union of both demonstration sets.
 
 Reward-level mixing only ever lands on corners of the frontier (cost is a step function
 of alpha, DESIGN section 3); ``safeknob calibrate`` reports how far a monotone map can go.
-The agent trains in the absorbing fixed-horizon env the rewards were learned in and acts
-greedily (the optimum of a fixed reward is deterministic).
+The agent trains in the absorbing fixed-horizon env the rewards were learned in, starts from
+behavioural cloning of both experts' demonstrations (from scratch PPO often never found the
+goal under a learned reward) and acts greedily (the optimum of a fixed reward is
+deterministic).
 """
 
 from __future__ import annotations
@@ -43,12 +45,23 @@ class RewardMixMethod:
             )
 
         venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
+
+        def warmstart(model) -> None:
+            # Start from behavioural cloning of both experts' demonstrations: PPO from
+            # scratch on a learned reward often never finds the goal (a local optimum).
+            from safeknob.rewards import bc_warmstart
+            from safeknob.stages.collect_demos import load_role
+
+            trajs = load_role(ctx.run, "safe")[0] + load_role(ctx.run, "reckless")[0]
+            bc_warmstart(model, trajs, venv.observation_space, venv.action_space, ctx.seed, 5)
+
         res = train_ppo(
             exp,
             self.steps(ctx),
             ctx.seed,
             reward_fn=mixed,
             venv=venv,
+            warmstart=warmstart,
             progress=ctx.progress,
             task=ctx.task,
         )
