@@ -194,3 +194,19 @@ def set_threads() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
     warnings.filterwarnings("ignore", message="tried to wrap")
+
+
+def die_with_parent() -> None:
+    """Pool-worker initializer: on Linux, end this worker when its parent dies (a killed
+    `safeknob` must not leave workers training in the background); elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    set_threads()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass

@@ -181,7 +181,11 @@ def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
     jobs = [dataclasses.replace(bc, run=quiet_rc, alphas=(a,), workers=1) for a in todo]
     with progress_bar(bc.run.quiet) as progress:
         task = progress.add_task(f"{bc.method} blends ({bc.workers} workers)", total=len(jobs))
-        with ProcessPoolExecutor(bc.workers, mp_context=mp.get_context("spawn")) as pool:
+        from safeknob.training import die_with_parent
+
+        with ProcessPoolExecutor(
+            bc.workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent
+        ) as pool:
             futures = [pool.submit(_one_alpha, j) for j in jobs]
             for fut in as_completed(futures):
                 fut.result()

@@ -272,7 +272,11 @@ def _run_local(jobs: list[Job], workers: int, update: Update) -> None:
     queue = list(jobs)
     while queue:
         n = min(workers, len(queue))
-        pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"))
+        from safeknob.training import die_with_parent
+
+        pool = ProcessPoolExecutor(
+            n, mp_context=mp.get_context("spawn"), initializer=die_with_parent
+        )
         try:
             futures = {pool.submit(run_job, j): j for j in queue}
             queue = []
