@@ -196,10 +196,12 @@ def set_threads() -> None:
     warnings.filterwarnings("ignore", message="tried to wrap")
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Pool-worker initializer: on Linux, end this worker when its parent dies (a killed
-    `safeknob` must not leave workers training in the background); elsewhere a no-op."""
+    `safeknob` must not leave workers training in the background); elsewhere a no-op.
+    Pass the parent's pid: a worker whose parent died before this ran exits at once."""
     import ctypes
+    import os
     import signal
     import sys
 
@@ -210,3 +212,5 @@ def die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)

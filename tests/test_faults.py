@@ -203,3 +203,61 @@ def test_train_experts_is_deterministic(trained_root, tiny_experiment_file, tmp_
         assert second["final_lambda"] == first["final_lambda"], role
         assert second["lagrange_history"] == first["lagrange_history"], role
         assert second["config"] == first["config"]
+
+
+def test_killed_parent_takes_its_pool_workers_along(pipeline_root, tiny_experiment_file):
+    """SIGKILL of `train-blend --workers 2` must not leave workers training in the background,
+    and leaves no half-written blend folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [
+        sys.executable, "-m", "safeknob.cli", "train-blend", "-e", str(tiny_experiment_file),
+        "--data", str(pipeline_root), "--method", "bc-mix", "--alphas", "0,0.25,0.5,0.75,1",
+        "--workers", "2", "-q",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        pids = [int(p) for p in out]
+        # Pool workers only (not the spawn resource tracker, which exits on its own).
+        return [p for p in pids if "spawn_main" in _cmdline(p)]
+
+    deadline = time.time() + 60
+    kids: list[int] = []
+    while time.time() < deadline and len(kids) < 2:
+        kids = children()
+        time.sleep(0.2)
+    assert kids, "the pool never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    alive = kids
+    while time.time() < deadline and alive:
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}") and not _zombie(k)]
+        time.sleep(0.2)
+    assert not alive, f"workers {alive} outlived their parent"
+    for folder in (pipeline_root / "tiny-grid" / "blends").rglob("alpha-*"):
+        assert (folder / "meta.json").is_file(), f"half-written {folder}"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""

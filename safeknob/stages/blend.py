@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,10 @@ def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
         from safeknob.training import die_with_parent
 
         with ProcessPoolExecutor(
-            bc.workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent
+            bc.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         ) as pool:
             futures = [pool.submit(_one_alpha, j) for j in jobs]
             for fut in as_completed(futures):

@@ -11,6 +11,7 @@ finished folders are skipped. A job that fails leaves its traceback in
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -275,7 +276,10 @@ def _run_local(jobs: list[Job], workers: int, update: Update) -> None:
         from safeknob.training import die_with_parent
 
         pool = ProcessPoolExecutor(
-            n, mp_context=mp.get_context("spawn"), initializer=die_with_parent
+            n,
+            mp_context=mp.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
         try:
             futures = {pool.submit(run_job, j): j for j in queue}
