@@ -741,7 +741,33 @@ def findings(summary: pd.DataFrame, has_frontier: bool) -> list[str]:
     if undef:
         parts.append(f"Monotonicity undefined (fewer than 2 alphas): {', '.join(undef)}.")
     out.append(" ".join(parts))
+    out.extend(recommendation(s))
     return out
+
+
+def recommendation(s: pd.DataFrame) -> list[str]:
+    """Which trained method to use: monotone (Spearman >= 0.95) and calibrated (error <= 0.1),
+    then the smallest frontier gap (or the largest chord gain without an exact model).
+    ``mixture`` is the baseline and is not recommended: it stays on the chord."""
+    ok = s[
+        (s.method != "mixture")
+        & (s.spearman.fillna(-1) >= 0.95)
+        & (s.calibration_error.fillna(math.inf) <= 0.1)
+    ]
+    if ok.empty:
+        return ["No trained method is both monotone (Spearman >= 0.95) and calibrated "
+                "(error <= 0.1) here; see the table."]  # fmt: skip
+    if ok.frontier_gap_mean.notna().any():
+        b = ok.sort_values("frontier_gap_mean", kind="stable").iloc[0]
+        why = f"frontier gap {fmt(b.frontier_gap_mean)}"
+    else:
+        b = ok.sort_values("chord_gain_mean", ascending=False, kind="stable").iloc[0]
+        why = f"chord gain {fmt(b.chord_gain_mean)}"
+    return [
+        f"Recommendation: **{b.method}**, the trained method that is monotone and calibrated "
+        f"(Spearman {fmt(b.spearman)}, calibration error {fmt(b.calibration_error)}) with "
+        f"the best {why}."
+    ]
 
 
 def build_document(
