@@ -48,7 +48,16 @@ def test_budget_airl_learns_reward_and_blends(run_config):
     assert (out / "alpha-0.50" / "model.zip").is_file()
 
 
-def test_budget_airl_without_rewards_names_the_command(run_config):
+def test_budget_airl_learns_missing_rewards_first(run_config):
+    assert not run_config.paths.rewards("reckless").exists()
+    blend.run(blend.BlendRunConfig(run_config, "budget", (0.5,), "airl"))
+    for role in ("reckless", "safe"):
+        assert (run_config.paths.rewards(role) / "meta.json").is_file()
+
+
+def test_corrupt_learned_reward_names_the_command(run_config):
+    rewards.run(run_config, ("reckless", "safe"))
+    (run_config.paths.rewards("reckless") / "reward_net.pt").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="safeknob learn-rewards"):
         blend.run(blend.BlendRunConfig(run_config, "budget", (0.5,), "airl"))
 

@@ -86,6 +86,7 @@ class BudgetMethod:
     def __init__(self, reward: str | None = None) -> None:
         self.reward = reward or "airl"
         self.name = f"budget-{self.reward}"
+        self.needs_rewards: tuple[str, ...] = ("reckless", "safe") if self.reward == "airl" else ()
 
     def steps(self, ctx: BlendContext) -> int:
         return ctx.run.experiment.blend.steps

@@ -25,6 +25,7 @@ from safeknob.training import load_ppo, train_ppo
 class RewardMixMethod:
     name = "reward-mix"
     trains = True
+    needs_rewards = ("reckless", "safe")
 
     def __init__(self, reward: str | None = None) -> None:
         self.reward = "airl"

@@ -128,6 +128,18 @@ def run(bc: BlendRunConfig) -> Path:
             f"safeknob blend --method {bc.method} --alpha {a:g}",
         )
     ]
+    needs = getattr(method, "needs_rewards", ())
+    missing = [r for r in needs if not (rc.paths.rewards(r) / "meta.json").is_file()]
+    if todo and missing:
+        # Learned rewards are shared inputs: make them here, once, before any fan-out.
+        from safeknob import rewards
+
+        if not rc.quiet:
+            console.print(
+                f"{method.name} needs learned rewards ({', '.join(missing)}): running "
+                "`safeknob learn-rewards` first"
+            )
+        rewards.run(rc, tuple(needs))
     steps = method.steps(ctx)
     if bc.workers > 1 and method.trains and method.name != "conditioned" and len(todo) > 1:
         _run_parallel(bc, todo)
