@@ -98,6 +98,43 @@ def nav_experts(data: Path) -> None:
     console.print(f"cost ratio reckless/safe = {ratio} (target >= 3; safe reaches goal >= 90%)")
 
 
+def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
+    """Wall time of the same sweep (budget-env, ``n_alphas`` alphas, ``steps`` each) with 1
+    and with 2 workers, each in a fresh copy of the experts and demonstrations."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from safeknob.stages import sweep
+
+    src = RunConfig(load_experiment("hazard-grid"), data)
+    exp = src.experiment
+    exp = exp.replace(blend=dataclasses.replace(exp.blend, steps=steps))
+    alphas = tuple(float(a) for a in np.linspace(0, 1, n_alphas).round(2))
+    times = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / exp.name
+            root.mkdir()
+            for part in ("experts", "demos", "config.toml"):
+                p = src.paths.root / part
+                if p.is_dir():
+                    shutil.copytree(p, root / part)
+                elif p.is_file():
+                    shutil.copy2(p, root / part)
+            t0 = time.perf_counter()
+            sweep.run(
+                sweep.SweepConfig(
+                    (exp,), Path(tmp), ("budget-env",), alphas, None, "local", workers, quiet=True
+                )
+            )
+            times[workers] = time.perf_counter() - t0
+    console.print(
+        f"sweep of {n_alphas} budget-env jobs x {steps:,} steps: 1 worker {times[1]:.0f} s, "
+        f"2 workers {times[2]:.0f} s, speed-up {times[1] / times[2]:.2f}x (goal >= 1.7x)"
+    )
+
+
 def main() -> None:
     set_threads()
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")
@@ -107,6 +144,7 @@ def main() -> None:
     )
     grid_experts(data)
     nav_experts(data)
+    sweep_speedup(data)
     console.print(f"bench done in {time.perf_counter() - t0:.0f} s")
 
 
