@@ -72,6 +72,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 
 _COST_FN: dict[str, str | None] = {"value": None}
+_TENSORBOARD: dict[str, bool] = {"value": True}
 
 
 @app.callback()
@@ -84,9 +85,17 @@ def _root(
             "for an env that reports none; overrides the experiment's env.cost_fn.",
         ),
     ] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard/--no-tensorboard",
+            help="Log training (multipliers, episode costs, AIRL statistics) to DATA/<name>/tb/.",
+        ),
+    ] = True,
 ) -> None:
     """Blend a reckless and a safe expert with one knob, alpha."""
     _COST_FN["value"] = cost_fn
+    _TENSORBOARD["value"] = tensorboard
 
 
 def _run_config(
@@ -102,7 +111,9 @@ def _run_config(
         exp = exp.replace(seed=seed)
     if _COST_FN["value"]:
         exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=_COST_FN["value"]))
-    return RunConfig(experiment=exp, data_dir=data, force=force, quiet=quiet)
+    return RunConfig(
+        experiment=exp, data_dir=data, force=force, quiet=quiet, tensorboard=_TENSORBOARD["value"]
+    )
 
 
 @app.command("train-experts")

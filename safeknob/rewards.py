@@ -156,6 +156,7 @@ def train_airl(
     trajs: list[TrajectoryWithRew],
     steps: int,
     seed: int,
+    role: str = "reckless",
     progress=None,
     task=None,
 ) -> tuple[BasicShapedRewardNet, dict[str, Any]]:
@@ -202,8 +203,16 @@ def train_airl(
         "n_disc_updates_per_round": 16,
         "disc_opt_kwargs": {"lr": 1e-3},
     }
+    from safeknob.stages.common import tb_dir
+
+    tb = tb_dir(rc, STAGE, role)
     with tempfile.TemporaryDirectory() as logdir:
-        kwargs["custom_logger"] = imit_logger.configure(logdir, format_strs=[])
+        if tb is not None:
+            tb.mkdir(parents=True, exist_ok=True)
+        kwargs["custom_logger"] = imit_logger.configure(
+            str(tb) if tb is not None else logdir,
+            format_strs=["tensorboard"] if tb is not None else [],
+        )
         kwargs["log_dir"] = logdir
         if model is not None:
             trainer: AIRL = TransitionAIRL(transition=model.P, **kwargs)
@@ -375,7 +384,7 @@ def run(
             seed = exp.seed + 7
             task = progress.add_task(f"AIRL {role}", total=steps)
             t0 = time.perf_counter()
-            net, facts = train_airl(rc, demos[role], steps, seed, progress, task)
+            net, facts = train_airl(rc, demos[role], steps, seed, role, progress, task)
             env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
             stats = standardization(net, union, env.observation_space)
             seconds = time.perf_counter() - t0

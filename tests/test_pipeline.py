@@ -54,3 +54,21 @@ def test_run_command_goes_end_to_end_and_resumes(tiny_experiment_file, tmp_path)
     assert res.exit_code == 0, res.output
     after = {p: p.stat().st_mtime_ns for p in (root / "blends").rglob("*.json")}
     assert before == after  # nothing retrained
+
+
+def test_tensorboard_logs_and_can_be_turned_off(tiny_experiment_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from safeknob.cli import app
+
+    runner = CliRunner()
+    on, off = tmp_path / "on", tmp_path / "off"
+    base = ["train-experts", "-e", str(tiny_experiment_file), "-q"]
+    assert runner.invoke(app, [*base, "--data", str(on)]).exit_code == 0
+    assert runner.invoke(app, ["--no-tensorboard", *base, "--data", str(off)]).exit_code == 0
+    events = list((on / "tiny-grid" / "tb" / "train-experts").rglob("events.out.tfevents*"))
+    assert {p.relative_to(on / "tiny-grid" / "tb" / "train-experts").parts[0] for p in events} == {
+        "reckless",
+        "safe",
+    }
+    assert not (off / "tiny-grid" / "tb").exists()

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from safeknob.artifacts import alpha_dir
 from safeknob.methods.base import BlendContext
 from safeknob.methods.snapshots import dual_mixture, save_weighted, snapshot_agent
 from safeknob.rollout import Agent
+from safeknob.stages.common import tb_dir
 from safeknob.training import load_ppo, train_ppo
 
 AIRL_GAIN = 10.0
@@ -131,6 +133,7 @@ class BudgetMethod:
             progress=ctx.progress,
             task=ctx.task,
             snapshot_fraction=0.5,
+            tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
         )
         res.model.save(folder / "model.zip")
         # Measure candidate iterates with fresh episodes (training-time estimates are too

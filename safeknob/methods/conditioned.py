@@ -25,7 +25,7 @@ from safeknob.lagrangian import PIDLagrangian
 from safeknob.methods.base import BlendContext
 from safeknob.methods.snapshots import save_snapshots, snapshot_agent
 from safeknob.rollout import Agent
-from safeknob.stages.common import stage_config
+from safeknob.stages.common import stage_config, tb_dir
 from safeknob.training import ProgressCallback, SnapshotCallback, build_ppo, load_ppo, make_vec_env
 
 SHARED = "shared"
@@ -167,7 +167,7 @@ class ConditionedMethod:
         grid = self.grid(ctx)
         budgets = np.array([ctx.budget(a) for a in grid])
         venv = ConditionedVecEnv(make_vec_env(exp.env, exp.ppo.n_envs), grid, ctx.seed)
-        model = build_ppo(venv, exp.ppo, ctx.seed)
+        model = build_ppo(venv, exp.ppo, ctx.seed, tb_dir(ctx.run, "blend", self.name))
         steps = self.steps(ctx)
         lag = BinLagrangeCallback(venv, budgets, exp.lagrange)
         snap = SnapshotCallback(steps, 0.1)

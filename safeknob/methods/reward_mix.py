@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from safeknob.artifacts import alpha_dir
 from safeknob.methods.base import BlendContext
 from safeknob.rollout import Agent, PolicyAgent
+from safeknob.stages.common import tb_dir
 from safeknob.training import load_ppo, train_ppo
 
 
@@ -63,6 +65,7 @@ class RewardMixMethod:
             reward_fn=mixed,
             venv=venv,
             warmstart=warmstart,
+            tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
             progress=ctx.progress,
             task=ctx.task,
         )

@@ -35,10 +35,23 @@ class RunConfig:
     """Redo a stage whose artifact exists (and accept a changed config)."""
     quiet: bool = False
     """No progress bars or tables (tests, sweeps)."""
+    tensorboard: bool = True
+    """Log training to ``<data>/<experiment>/tb/<stage>/...`` (``--no-tensorboard``)."""
 
     @property
     def paths(self) -> ExperimentPaths:
         return experiment_paths(self.data_dir, self.experiment.name)
+
+
+def tb_dir(rc: RunConfig, *parts: str) -> Path | None:
+    """TensorBoard folder of one training run, or None when logging is off or unavailable."""
+    if not rc.tensorboard:
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    return rc.paths.root / "tb" / Path(*parts)
 
 
 def progress_bar(quiet: bool = False) -> Progress:

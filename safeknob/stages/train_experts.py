@@ -19,6 +19,7 @@ from safeknob.stages.common import (
     console,
     progress_bar,
     stage_config,
+    tb_dir,
     up_to_date,
     write_config,
 )
@@ -82,7 +83,15 @@ def run(rc: RunConfig) -> Path:
             t0 = time.perf_counter()
             seed = exp.seed + (0 if role == "reckless" else 1)
             budget = exp.experts.cost_limit if role == "safe" else None
-            res = train_ppo(exp, steps[role], seed, budget=budget, progress=progress, task=task)
+            res = train_ppo(
+                exp,
+                steps[role],
+                seed,
+                budget=budget,
+                progress=progress,
+                task=task,
+                tb_dir=tb_dir(rc, STAGE, role),
+            )
             train_seconds = time.perf_counter() - t0
             stats = evaluate_agent(
                 rc, res.model, exp.experts.deterministic, exp.experts.eval_episodes, exp.eval.seed
