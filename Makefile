@@ -55,3 +55,10 @@ install-ray: install
 .PHONY: install-minari
 install-minari: install
 	$(BIN)/pip install --quiet 'minari==0.5.4'
+
+# Bullet-Safety-Gym pins gymnasium~=0.28.1 on paper but runs on 0.29.1 (checked: the
+# ball-circle experiment and tests/test_bullet.py), so it is installed without its deps.
+.PHONY: install-bullet
+install-bullet: install
+	$(BIN)/pip install --quiet pybullet==3.2.7
+	$(BIN)/pip install --quiet --no-deps bullet-safety-gym==1.4.0
