@@ -459,3 +459,30 @@ def summarize_method(df: pd.DataFrame) -> dict[str, Any]:
         "cost_std_mean": _nanmean(col("cost_std")),
         "train_seconds": float(data["train_seconds"].sum()),
     }
+
+
+def episode_stats(
+    returns: np.ndarray, costs: np.ndarray, seed: int = 0, n_boot: int = 2000
+) -> dict[str, float]:
+    """Mean and 95% bootstrap CI of episode return and cost, plus the cost's population std.
+
+    Args:
+        returns: per-episode returns, shape (episodes,).
+        costs: per-episode costs, shape (episodes,).
+        seed: bootstrap seed (the same for both, as everywhere in safeknob).
+        n_boot: bootstrap resamples.
+
+    Returns:
+        ``return_mean/lo/hi``, ``cost_mean/lo/hi`` and ``cost_std`` as floats.
+    """
+    r = bootstrap_ci(np.asarray(returns, dtype=float), n_boot=n_boot, seed=seed)
+    c = bootstrap_ci(np.asarray(costs, dtype=float), n_boot=n_boot, seed=seed)
+    return {
+        "return_mean": r[0],
+        "return_lo": r[1],
+        "return_hi": r[2],
+        "cost_mean": c[0],
+        "cost_lo": c[1],
+        "cost_hi": c[2],
+        "cost_std": float(np.std(np.asarray(costs, dtype=float))),
+    }

@@ -26,7 +26,7 @@ from safeknob.artifacts import (
 )
 from safeknob.envs import make_env
 from safeknob.errors import UserError
-from safeknob.metrics import bootstrap_ci
+from safeknob.metrics import episode_stats
 from safeknob.rollout import PolicyAgent, rollout
 from safeknob.stages.common import (
     RunConfig,
@@ -61,18 +61,10 @@ def _advance(progress: Any, task: Any, n: int) -> None:
 def summarize(trajs: list[Any], seed: int = 0) -> dict[str, Any]:
     rets = np.array([float(np.sum(t.rews)) for t in trajs])
     costs = np.array([float(np.sum(data.costs(t))) for t in trajs])
-    r, rlo, rhi = bootstrap_ci(rets, seed=seed)
-    c, clo, chi = bootstrap_ci(costs, seed=seed)
     return {
         "episodes": len(trajs),
         "transitions": int(sum(len(t.acts) for t in trajs)),
-        "return_mean": r,
-        "return_lo": rlo,
-        "return_hi": rhi,
-        "cost_mean": c,
-        "cost_lo": clo,
-        "cost_hi": chi,
-        "cost_std": float(np.std(costs)),
+        **episode_stats(rets, costs, seed),
         "cost_storage": "infos[t]['cost'] (float)",
     }
 

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from rich.table import Table
 
@@ -17,8 +16,8 @@ from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import Frontier, fingerprint
 from safeknob.metrics import (
     ExpertStats,
-    bootstrap_ci,
     chord_gain,
+    episode_stats,
     frontier_gap,
     position,
     summarize_method,
@@ -71,17 +70,9 @@ def measure(agent: Agent, rc: RunConfig, episodes: int, progress=None, task=None
         seed,
         progress=(lambda n: progress.update(task, advance=n)) if progress is not None else None,
     )
-    r = bootstrap_ci(res.returns, n_boot=rc.experiment.eval.n_boot, seed=seed)
-    c = bootstrap_ci(res.costs, n_boot=rc.experiment.eval.n_boot, seed=seed)
     return {
         "episodes": episodes,
-        "return_mean": r[0],
-        "return_lo": r[1],
-        "return_hi": r[2],
-        "cost_mean": c[0],
-        "cost_lo": c[1],
-        "cost_hi": c[2],
-        "cost_std": float(np.std(res.costs)),
+        **episode_stats(res.returns, res.costs, seed, rc.experiment.eval.n_boot),
     }
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from safeknob.artifacts import ROLES, atomic_dir, make_meta, write_json
 from safeknob.envs import make_env
-from safeknob.metrics import bootstrap_ci
+from safeknob.metrics import episode_stats
 from safeknob.rollout import PolicyAgent, rollout
 from safeknob.stages.common import (
     RunConfig,
@@ -47,18 +47,9 @@ def evaluate_agent(
 ) -> dict[str, float]:
     """Return and cost (mean and 95% CI) over ``episodes`` rollouts."""
     res = rollout(PolicyAgent(model, deterministic), env_factory(rc.experiment.env), episodes, seed)
-    r, rlo, rhi = bootstrap_ci(res.returns, seed=seed)
-    c, clo, chi = bootstrap_ci(res.costs, seed=seed)
-    return {
-        "episodes": episodes,
-        "return_mean": r,
-        "return_lo": rlo,
-        "return_hi": rhi,
-        "cost_mean": c,
-        "cost_lo": clo,
-        "cost_hi": chi,
-        "length_mean": float(np.mean(res.lengths)),
-    }
+    stats = episode_stats(res.returns, res.costs, seed)
+    stats.pop("cost_std")
+    return {"episodes": episodes, **stats, "length_mean": float(np.mean(res.lengths))}
 
 
 def run(rc: RunConfig) -> Path:
