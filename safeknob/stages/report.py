@@ -495,7 +495,7 @@ def plot_nav_paths(
 ) -> Figure:
     """Positions of every recorded episode per agent, over the arena."""
     n = max(len(runs), 1)
-    fig = _figure(2.9 * n + 0.6, 3.9)
+    fig = _figure(2.9 * n + 0.6, 4.5)
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, (ax, (label, res)) in enumerate(zip(axes, runs, strict=False)):
         env.draw(ax)
