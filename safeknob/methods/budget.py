@@ -121,6 +121,20 @@ class BudgetMethod:
                 lambda_max=lagrange.lambda_max * AIRL_LAMBDA_CAP,
             )
         budget = ctx.budget(alpha)
+        warmstart = None
+        if self.reward == "airl":
+
+            def warmstart(model) -> None:
+                # Start from BC of both experts' demonstrations (as reward-mix does): from
+                # scratch, PPO on the learned reward stayed on the reckless route whatever
+                # the multiplier.
+                from safeknob.rewards import bc_warmstart
+                from safeknob.stages.collect_demos import load_role
+
+                trajs = load_role(ctx.run, "safe")[0] + load_role(ctx.run, "reckless")[0]
+                space = model.get_env()
+                bc_warmstart(model, trajs, space.observation_space, space.action_space, ctx.seed, 5)
+
         res = train_ppo(
             exp,
             self.steps(ctx),
@@ -133,6 +147,7 @@ class BudgetMethod:
             progress=ctx.progress,
             task=ctx.task,
             snapshot_fraction=0.5,
+            warmstart=warmstart,
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
         )
         res.model.save(folder / "model.zip")
