@@ -275,6 +275,21 @@ def bc_warmstart(
         trainer.train(n_epochs=epochs, progress_bar=False)
 
 
+def demos_warmstart(rc: RunConfig, seed: int, epochs: int = 5) -> Callable[[Any], None]:
+    """A ``train_ppo(warmstart=...)`` hook: BC of both experts' demonstrations into the fresh
+    PPO policy. From scratch, PPO on a learned reward stayed on one route whatever the
+    multiplier (``budget --reward airl``) or never found the goal (``reward-mix``)."""
+
+    def warmstart(model: Any) -> None:
+        from safeknob.stages.collect_demos import load_role
+
+        trajs = load_role(rc, "safe")[0] + load_role(rc, "reckless")[0]
+        env = model.get_env()
+        bc_warmstart(model, trajs, env.observation_space, env.action_space, seed, epochs)
+
+    return warmstart
+
+
 # ---------------------------------------------------------------------------- using rewards
 def reward_of(net: BasicShapedRewardNet, next_obs: np.ndarray, obs_space: gym.Space) -> np.ndarray:
     """Unshaped learned reward g(s') for a batch of next observations, shape (n,)."""

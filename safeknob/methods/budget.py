@@ -23,7 +23,12 @@ import numpy as np
 
 from safeknob.artifacts import alpha_dir
 from safeknob.methods.base import BlendContext
-from safeknob.methods.snapshots import dual_mixture, save_weighted, snapshot_agent
+from safeknob.methods.snapshots import (
+    dual_mixture,
+    policy_from_state,
+    save_weighted,
+    snapshot_agent,
+)
 from safeknob.rollout import Agent
 from safeknob.stages.common import tb_dir
 from safeknob.training import load_ppo, train_ppo
@@ -60,9 +65,7 @@ def measure_snapshots(
         make = env_factory(exp.env)
     out = []
     for k, sd in enumerate(snapshots):
-        policy = model.policy.__class__(**model.policy._get_constructor_parameters())
-        policy.load_state_dict(sd)
-        policy.set_training_mode(False)
+        policy = policy_from_state(model, sd)
         res = rollout(
             PolicyAgent(policy, deterministic=True),
             make,
@@ -123,17 +126,9 @@ class BudgetMethod:
         budget = ctx.budget(alpha)
         warmstart = None
         if self.reward == "airl":
+            from safeknob.rewards import demos_warmstart
 
-            def warmstart(model) -> None:
-                # Start from BC of both experts' demonstrations (as reward-mix does): from
-                # scratch, PPO on the learned reward stayed on the reckless route whatever
-                # the multiplier.
-                from safeknob.rewards import bc_warmstart
-                from safeknob.stages.collect_demos import load_role
-
-                trajs = load_role(ctx.run, "safe")[0] + load_role(ctx.run, "reckless")[0]
-                space = model.get_env()
-                bc_warmstart(model, trajs, space.observation_space, space.action_space, ctx.seed, 5)
+            warmstart = demos_warmstart(ctx.run, ctx.seed)
 
         res = train_ppo(
             exp,

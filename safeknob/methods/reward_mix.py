@@ -36,7 +36,7 @@ class RewardMixMethod:
         return ctx.run.experiment.blend.steps
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
-        from safeknob.rewards import absorbing_factory, learned_reward_fn
+        from safeknob.rewards import absorbing_factory, demos_warmstart, learned_reward_fn
 
         exp = ctx.run.experiment
         r_reck = learned_reward_fn(ctx.run, "reckless")
@@ -49,22 +49,13 @@ class RewardMixMethod:
 
         venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
 
-        def warmstart(model) -> None:
-            # Start from behavioural cloning of both experts' demonstrations: PPO from
-            # scratch on a learned reward often never finds the goal (a local optimum).
-            from safeknob.rewards import bc_warmstart
-            from safeknob.stages.collect_demos import load_role
-
-            trajs = load_role(ctx.run, "safe")[0] + load_role(ctx.run, "reckless")[0]
-            bc_warmstart(model, trajs, venv.observation_space, venv.action_space, ctx.seed, 5)
-
         res = train_ppo(
             exp,
             self.steps(ctx),
             ctx.seed,
             reward_fn=mixed,
             venv=venv,
-            warmstart=warmstart,
+            warmstart=demos_warmstart(ctx.run, ctx.seed),
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
             progress=ctx.progress,
             task=ctx.task,

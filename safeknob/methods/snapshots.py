@@ -87,6 +87,14 @@ def save_snapshots(folder: Path, snapshots: list[dict[str, torch.Tensor]], keep:
     return int(len(idx))
 
 
+def policy_from_state(model: Any, state: dict[str, torch.Tensor]) -> Any:
+    """A copy of ``model``'s policy network holding the weights ``state``, in eval mode."""
+    policy = model.policy.__class__(**model.policy._get_constructor_parameters())
+    policy.load_state_dict(state)
+    policy.set_training_mode(False)
+    return policy
+
+
 class _PolicyModel:
     """``predict`` over one policy network (shares the loaded model's architecture)."""
 
@@ -111,9 +119,7 @@ def snapshot_agent(
     states = torch.load(path, map_location="cpu", weights_only=True)
     agents: list[Agent] = []
     for sd in states:
-        policy = model.policy.__class__(**model.policy._get_constructor_parameters())
-        policy.load_state_dict(sd)
-        policy.set_training_mode(False)
+        policy = policy_from_state(model, sd)
         agents.append(PolicyAgent(_PolicyModel(policy, obs_transform), deterministic))
     wpath = folder / WEIGHTS_FILE
     weights = json.loads(wpath.read_text()) if wpath.is_file() else [1.0] * len(agents)
