@@ -48,9 +48,10 @@ clean:
 docs: install
 	$(BIN)/python -m safeknob.docs data
 
+# Ray for `safeknob sweep --backend ray` (checked: 2.60.0 cp311 wheel beside our pins).
 .PHONY: install-ray
 install-ray: install
-	$(BIN)/pip install --quiet 'ray[default]==2.*'
+	$(BIN)/pip install --quiet 'ray[default]==2.60.0'
 
 .PHONY: install-minari
 install-minari: install
