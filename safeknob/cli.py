@@ -227,15 +227,36 @@ def train_blend(
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
     workers: WorkersOpt = 1,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated/--raw",
+            help="Ask each alpha through the method's calibration map (`safeknob calibrate`); "
+            "agents go to blends/<method>+cal/.",
+        ),
+    ] = False,
 ) -> None:
     """Train blended agents for a grid of alphas with one method."""
+    from safeknob.errors import UserError
     from safeknob.stages import blend as stage
 
     def go():
         rc = _run_config(experiment, data, force, quiet)
         grid = stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
         m = method or rc.experiment.blend.method
-        return stage.run(stage.BlendRunConfig(rc, m, tuple(grid), reward, seed, workers))
+        if calibrated:
+            from safeknob.methods import get_method
+            from safeknob.stages.calibrate import load_map
+
+            name = get_method(m, reward).name
+            if load_map(rc, name) is None:
+                raise UserError(
+                    f"no calibration map of {name} in {rc.paths.blends / name}; run "
+                    f"`safeknob calibrate --method {name}` first (or train with --raw)"
+                )
+        return stage.run(
+            stage.BlendRunConfig(rc, m, tuple(grid), reward, seed, workers, calibrated=calibrated)
+        )
 
     _guard(go)
 

@@ -103,13 +103,15 @@ class BlendConfig:
     methods: tuple[str, ...] = (
         "mixture",
         "bc-mix",
+        "bc-mix+cal",
         "budget-env",
         "budget-airl",
         "conditioned",
+        "conditioned+cal",
         "reward-mix",
     )
     """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
-    --reward env``)."""
+    --reward env``; ``bc-mix+cal`` = train bc-mix, calibrate it, train again through the map)."""
     steps: int = 300_000
     """Env steps per trained blended agent."""
     gain_scale: float = 5.0
@@ -235,9 +237,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
     known = ("mixture", "bc-mix", "budget-env", "budget-airl", "reward-mix", "conditioned")
     for m in cfg.blend.methods:
-        if m not in known:
+        if m.removesuffix("+cal") not in known or m == "mixture+cal":
             raise ConfigError(
-                f"blend.methods: unknown method {m!r}; choose from {', '.join(known)}"
+                f"blend.methods: unknown method {m!r}; choose from {', '.join(known)} "
+                "(append +cal to train through the method's calibration map, e.g. bc-mix+cal)"
             )
     for key, val in (
         ("demos.episodes", cfg.demos.episodes),

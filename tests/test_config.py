@@ -86,12 +86,20 @@ def test_wrong_type_is_rejected_naming_the_key(path, value, needle):
         (("eval", "episodes"), 0, "eval.episodes must be >= 1"),
         (("ppo", "n_envs"), 0, "ppo.n_envs must be >= 1"),
         (("experts", "safe_steps"), -5, "experts.safe_steps must be >= 1"),
+        (("blend", "methods"), ["bc-mixx"], "unknown method 'bc-mixx'"),
+        (("blend", "methods"), ["mixture+cal"], "unknown method 'mixture+cal'"),
+        (("blend", "methods"), ["bogus+cal"], "unknown method 'bogus+cal'"),
     ],
 )
 def test_out_of_range_values_are_rejected(path, value, needle):
     with pytest.raises(ConfigError) as info:
         from_dict(_with(path, value))
     assert needle in str(info.value)
+
+
+def test_calibrated_methods_are_allowed():
+    cfg = from_dict(_with(("blend", "methods"), ["bc-mix", "bc-mix+cal", "budget-env+cal"]))
+    assert cfg.blend.methods[1] == "bc-mix+cal"
 
 
 def test_zero_cost_limit_is_allowed():

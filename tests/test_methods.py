@@ -116,3 +116,16 @@ def test_calibration_map_is_monotone_and_refuses_foreign_maps(run_config):
 
 def test_isotonic_pools_violators():
     np.testing.assert_allclose(calibrate.isotonic(np.array([0.0, 0.5, 0.3, 1.0])), [0, 0.4, 0.4, 1])
+
+
+def test_mix_transitions_are_nested_across_alphas():
+    """Every alpha takes prefixes of the same permutations: more reckless transitions and
+    fewer safe ones as alpha grows, never a fresh draw (so the response curve is smooth)."""
+    safe = tuple(np.arange(300) for _ in range(3))
+    reck = tuple(1000 + np.arange(100) for _ in range(3))
+    sets = {}
+    for a in (0.2, 0.5, 0.8):
+        (obs, _, _), _, _ = mix_transitions(safe, reck, a, np.random.default_rng(3))
+        sets[a] = (set(obs[obs >= 1000].tolist()), set(obs[obs < 1000].tolist()))
+    assert sets[0.2][0] < sets[0.5][0] <= sets[0.8][0]
+    assert sets[0.2][1] > sets[0.5][1] > sets[0.8][1]

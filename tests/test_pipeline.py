@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
+import pytest
 
 from safeknob.stages import blend, evaluate
+from safeknob.stages.calibrate import CalibrationMap
 from safeknob.stages.evaluate import RESULT_COLUMNS, SUMMARY_COLUMNS
 
 
@@ -47,8 +51,18 @@ def test_run_command_goes_end_to_end_and_resumes(tiny_experiment_file, tmp_path)
         assert (root / "report" / name).is_file()
     summary = pd.read_csv(root / "eval" / "summary.csv")
     assert set(summary.method) == {
-        "mixture", "bc-mix", "budget-env", "budget-airl", "conditioned", "reward-mix"
+        "mixture", "bc-mix", "bc-mix+cal", "budget-env", "budget-airl", "conditioned",
+        "conditioned+cal", "reward-mix",
     }  # fmt: skip
+    # "+cal" agents were asked through the map fitted on the raw agents' positions.
+    cal = json.loads((root / "blends" / "bc-mix" / "calibration.json").read_text())
+    raw = pd.read_csv(root / "eval" / "results.csv").query("method == 'bc-mix'")
+    assert cal["positions_raw"] == pytest.approx(raw.sort_values("alpha").position.tolist())
+    for meta_path in (root / "blends" / "bc-mix+cal").glob("alpha-*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        assert meta["calibrated"] is True
+        cmap = CalibrationMap(tuple(cal["alphas"]), tuple(cal["positions"]))
+        assert meta["internal_alpha"] == pytest.approx(cmap.internal(meta["alpha"]))
     before = {p: p.stat().st_mtime_ns for p in (root / "blends").rglob("*.json")}
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -72,3 +86,34 @@ def test_tensorboard_logs_and_can_be_turned_off(tiny_experiment_file, tmp_path):
         "safe",
     }
     assert not (off / "tiny-grid" / "tb").exists()
+
+
+def test_evaluate_reuses_measurements_of_unchanged_agents(run_config, monkeypatch):
+    blend.run(blend.BlendRunConfig(run_config, "mixture", (0.0, 0.5)))
+    first = (evaluate.run(run_config) / "results.csv").read_bytes()
+    calls = []
+    real = evaluate.measure
+    monkeypatch.setattr(evaluate, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert (evaluate.run(run_config) / "results.csv").read_bytes() == first
+    assert calls == []  # every agent came from cache/eval/
+    # A changed agent is measured again; the others are not.
+    meta = run_config.paths.blends / "mixture" / "alpha-0.50" / "meta.json"
+    meta.write_text(meta.read_text().replace("{", '{"touched": 1, ', 1))
+    evaluate.run(run_config)
+    assert len(calls) == 1
+
+
+def test_train_blend_calibrated_without_a_map_is_one_line(pipeline_root, tiny_experiment_file):
+    from typer.testing import CliRunner
+
+    from safeknob.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["train-blend", "-e", str(tiny_experiment_file), "--data", str(pipeline_root),
+         "-m", "bc-mix", "--calibrated", "-q"],
+    )  # fmt: skip
+    assert res.exit_code != 0
+    assert "safeknob calibrate --method bc-mix" in res.output
+    assert "Traceback" not in res.output
+    assert not (pipeline_root / "tiny-grid" / "blends" / "bc-mix+cal").exists()

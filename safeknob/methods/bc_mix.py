@@ -2,7 +2,11 @@
 at ratio alpha by transitions.
 
 The mixed set keeps as many transitions as the demonstrations allow: ``round(alpha M)``
-reckless and ``M - round(alpha M)`` safe transitions, drawn without replacement (seeded).
+reckless and ``M - round(alpha M)`` safe transitions, drawn without replacement. The draws
+are nested: every alpha takes a prefix of the same seeded permutation of each expert's
+transitions, and every alpha starts from the same initial network and batch order, so
+neighbouring alphas differ by the data mix, not by sampling noise (this keeps the response
+curve monotone, which ``safeknob calibrate`` needs).
 The cloned policy acts stochastically (sampling its action distribution), since its
 argmax would snap every mixed state to the majority expert.
 """
@@ -52,8 +56,9 @@ def mix_transitions(
         total = int(min(n_r / alpha, n_s / (1 - alpha)))
         m_r = int(round(alpha * total))
         m_s = total - m_r
-    i_r = rng.choice(n_r, size=m_r, replace=False)
-    i_s = rng.choice(n_s, size=m_s, replace=False)
+    # Prefixes of fixed permutations: the reckless set grows and the safe set shrinks with alpha.
+    i_r = rng.permutation(n_r)[:m_r]
+    i_s = rng.permutation(n_s)[:m_s]
     mixed = tuple(np.concatenate([r[i_r], s[i_s]]) for r, s in zip(reck, safe, strict=True))
     return mixed, m_r, m_s
 
@@ -86,10 +91,12 @@ class BCMixMethod:
         from safeknob.stages.collect_demos import load_role
 
         torch.manual_seed(ctx.seed)
-        rng = np.random.default_rng([ctx.seed, int(round(alpha * 1000))])
         safe, _ = load_role(ctx.run, "safe")
         reck, _ = load_role(ctx.run, "reckless")
-        (obs, acts, nxt), m_r, m_s = mix_transitions(_flatten(safe), _flatten(reck), alpha, rng)
+        (obs, acts, nxt), m_r, m_s = mix_transitions(
+            _flatten(safe), _flatten(reck), alpha, np.random.default_rng(ctx.seed)
+        )
+        rng = np.random.default_rng([ctx.seed, 1])
         obs_space, act_space = self._spaces(ctx)
         if obs.dtype.kind == "f" and np.issubdtype(np.dtype(obs_space.dtype), np.integer):
             obs, nxt = obs.astype(np.int64), nxt.astype(np.int64)

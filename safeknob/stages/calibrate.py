@@ -93,6 +93,10 @@ def run(cc: CalibrateConfig) -> Path:
     after_pts = [float(np.interp(cmap.internal(a), alphas, fitted)) for a in alphas]
     after = float(np.mean(np.abs(np.asarray(after_pts) - alphas)))
     path = rc.paths.blends / cc.method / FILE
+    if _same_fit(path, rc.experiment.name, cc.method, cmap, raw):
+        if not rc.quiet:
+            console.print(f"calibration map of {cc.method} is up to date: {path}")
+        return path
     write_json(
         path,
         make_meta(
@@ -123,6 +127,22 @@ def run(cc: CalibrateConfig) -> Path:
         )
         console.print(f"saved {path}")
     return path
+
+
+def _same_fit(path: Path, experiment: str, method: str, cmap: CalibrationMap, raw) -> bool:
+    """Whether ``path`` already holds this fit (then it is not rewritten, so a resumed run
+    changes nothing on disk)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        old.get("experiment") == experiment
+        and old.get("method") == method
+        and old.get("alphas") == list(cmap.alphas)
+        and old.get("positions_raw") == [float(x) for x in raw]
+        and old.get("positions") == list(cmap.positions)
+    )
 
 
 def load_map(rc: RunConfig, method: str) -> CalibrationMap | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -76,6 +77,55 @@ def measure(agent: Agent, rc: RunConfig, episodes: int, progress=None, task=None
     }
 
 
+def _digest(h: Any, root: Path, skip: tuple[str, ...] = ()) -> None:
+    """Feed every file under ``root`` (path and bytes, sorted) into ``h``."""
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if rel.parts[0] in skip:
+            continue
+        h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+
+
+def measurement_key(rc: RunConfig, folder: Path, episodes: int) -> str:
+    """What an agent's measurement depends on: its own files, its method's shared files
+    (e.g. the one conditioned policy), both experts (a mixture loads them), the env and the
+    evaluation settings. Same key, same numbers: the rollouts are seeded."""
+    h = hashlib.sha256()
+    exp = rc.experiment
+    settings = {"env": repr(exp.env), "episodes": episodes, "seed": exp.eval.seed,
+                "n_boot": exp.eval.n_boot}  # fmt: skip
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    _digest(h, folder)
+    if folder.parent.parent == rc.paths.blends:  # a blend: its method's files outside alpha-*/
+        skip = tuple(p.name for p in folder.parent.iterdir() if p.name.startswith(("alpha-", ".")))
+        _digest(h, folder.parent, skip + ("calibration.json",))
+    for role in ("safe", "reckless"):
+        _digest(h, rc.paths.expert(role))
+    return h.hexdigest()
+
+
+def measure_cached(
+    agent_fn, rc: RunConfig, folder: Path, episodes: int, progress=None, task=None
+) -> dict[str, Any]:
+    """``measure`` with a per-agent cache under ``cache/eval/``: an agent whose files, experts
+    and evaluation settings are unchanged is not rolled out again."""
+    key = measurement_key(rc, folder, episodes)
+    rel = folder.relative_to(rc.paths.root)
+    cache = rc.paths.cache / "eval" / ("__".join(rel.parts) + ".json")
+    if cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+            if stored.get("key") == key:
+                if progress is not None:
+                    progress.update(task, advance=episodes)
+                return dict(stored["row"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    row = measure(agent_fn(), rc, episodes, progress, task)
+    write_json(cache, {"key": key, "row": row})
+    return row
+
+
 def _blend_folders(rc: RunConfig) -> list[Path]:
     root = rc.paths.blends
     if not root.is_dir():
@@ -104,9 +154,10 @@ def run(rc: RunConfig) -> Path:
         for role in ("safe", "reckless"):
             model, meta = experts[role]
             task = progress.add_task(f"expert-{role}", total=n)
-            stats[role] = measure(
-                PolicyAgent(model, bool(meta.get("deterministic", True))), rc, n, progress, task
-            )
+            stats[role] = measure_cached(
+                lambda m=model, d=bool(meta.get("deterministic", True)): PolicyAgent(m, d),
+                rc, rc.paths.expert(role), n, progress, task,
+            )  # fmt: skip
             stats[role].update(
                 method=f"expert-{role}",
                 alpha=1.0 if role == "reckless" else 0.0,
@@ -119,9 +170,9 @@ def run(rc: RunConfig) -> Path:
             stats["reckless"]["return_mean"], stats["reckless"]["cost_mean"],
         )  # fmt: skip
         rows.extend([stats["safe"], stats["reckless"]])
-        for _folder, _method, meta, agent in blends:
+        for folder, _method, meta, agent in blends:
             task = progress.add_task(f"{meta['method']} alpha={meta['alpha']:.2f}", total=n)
-            row = measure(agent, rc, n, progress, task)
+            row = measure_cached(lambda a=agent: a, rc, folder, n, progress, task)
             row.update(
                 method=meta["method"],
                 alpha=float(meta["alpha"]),

@@ -11,6 +11,8 @@ from pathlib import Path
 from safeknob.config import ExperimentConfig, list_experiments, load_experiment, quick
 from safeknob.stages.common import RunConfig, console
 
+CAL = "+cal"
+
 
 def split_method(spec: str) -> tuple[str, str | None]:
     """``"budget-env"`` -> ("budget", "env"); ``"bc-mix"`` -> ("bc-mix", None)."""
@@ -45,16 +47,34 @@ def run(pc: PipelineConfig) -> Path:
     train_experts.run(rc)
     console.rule(f"[bold]{exp.name}: demonstrations")
     collect_demos.run(collect_demos.CollectConfig(rc))
-    if any(split_method(m)[1] == "airl" or m == "reward-mix" for m in methods):
+    if any(split_method(m.removesuffix(CAL))[1] == "airl" or m == "reward-mix" for m in methods):
         console.rule(f"[bold]{exp.name}: learned rewards")
         roles = ("reckless", "safe")
         rewards.run(rc, roles)
-    for spec in methods:
+    # "<method>+cal": train <method> raw, evaluate it, fit its calibration map, then train
+    # the agents asked through the map (blends/<method>+cal/).
+    calibrated = [m.removesuffix(CAL) for m in methods if m.endswith(CAL)]
+    raw = list(dict.fromkeys([m for m in methods if not m.endswith(CAL)] + calibrated))
+    for spec in raw:
         name, reward = split_method(spec)
         console.rule(f"[bold]{exp.name}: {spec}")
         blend.run(blend.BlendRunConfig(rc, name, exp.blend.alphas, reward, workers=pc.workers))
     console.rule(f"[bold]{exp.name}: evaluate")
     evaluate.run(rc)
+    if calibrated:
+        from safeknob.stages import calibrate
+
+        for spec in calibrated:
+            name, reward = split_method(spec)
+            console.rule(f"[bold]{exp.name}: {spec}{CAL}")
+            calibrate.run(calibrate.CalibrateConfig(rc, spec))
+            blend.run(
+                blend.BlendRunConfig(
+                    rc, name, exp.blend.alphas, reward, workers=pc.workers, calibrated=True
+                )
+            )
+        console.rule(f"[bold]{exp.name}: evaluate (calibrated agents)")
+        evaluate.run(rc)  # agents measured above come from cache/eval/
     console.rule(f"[bold]{exp.name}: report")
     out = report.run(rc)
     console.print(f"{exp.name} done in {time.perf_counter() - t0:.0f} s: {out}")
