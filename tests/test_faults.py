@@ -261,3 +261,19 @@ def _cmdline(pid: int) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+# ---------------------------------------------------------------------------- no stray files
+def test_learn_rewards_writes_nothing_outside_the_data_dir(
+    pipeline_root, tiny_experiment_file, tmp_path, monkeypatch
+):
+    """SB3's learn() without a logger of its own makes an empty ``$TMPDIR/SB3-<date>`` folder
+    (imitation's algorithms without ``custom_logger`` make one too): none may be left."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    res = invoke("learn-rewards", "-q", "-e", tiny_experiment_file, "--data", pipeline_root)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp.iterdir()) == []
