@@ -11,6 +11,7 @@ place, so an interrupted stage leaves the previous artifact or none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,6 +31,39 @@ ROLES = ("reckless", "safe")
 
 class ArtifactError(RuntimeError):
     """A required artifact is missing, corrupt, or from the wrong stage/schema."""
+
+
+class DiskFullError(ArtifactError):
+    """A write ran out of disk space (or quota); nothing half-written was kept."""
+
+
+_NEARLY_FULL = 64 * 1024
+"""Bytes left below which a failed write is put down to a full disk (see :func:`_disk_full`)."""
+
+
+def _disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether ``exc`` comes from a full disk: ENOSPC or EDQUOT, or an error raised while the
+    file system of ``where`` has (almost) no room left (``torch.save`` reports ENOSPC as a
+    RuntimeError "unexpected pos ..." without errno)."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, OSError | RuntimeError):
+        return False
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
+
+
+def _disk_full_error(path: Path) -> DiskFullError:
+    return DiskFullError(
+        f"no space left on device while writing {path}; nothing half-written was kept (what "
+        "was there before is unchanged). Free some space, or pass --data on another disk, "
+        "and re-run"
+    )
 
 
 @dataclass(frozen=True)
@@ -144,22 +178,39 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with _atomic_file(path) as fh:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
-    os.replace(tmp, path)
 
 
 def write_text(path: Path, text: str | bytes) -> None:
     """Write a file atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    mode = "wb" if isinstance(text, bytes) else "w"
-    with os.fdopen(fd, mode) as fh:
+    with _atomic_file(path, "wb" if isinstance(text, bytes) else "w") as fh:
         fh.write(text)
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
+    """An open temporary sibling of ``path``, renamed onto it on success and removed on any
+    failure; a full disk becomes :class:`DiskFullError`."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if _disk_full(exc, path.parent):
+            raise _disk_full_error(path) from exc
+        raise
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if _disk_full(exc, path.parent):
+            raise _disk_full_error(path) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -167,18 +218,27 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a folder in a temporary sibling and swap it into place on success.
 
     On any exception (or a kill) the previous ``final`` is untouched and the temporary
-    folder is removed (or left as a ``.tmp-*`` sibling that the next run cleans).
+    folder is removed (or left as a ``.tmp-*`` sibling that the next run cleans). A write that
+    fails for want of disk space is raised as :class:`DiskFullError` (one line in the CLI).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for pattern in (f".tmp-{final.name}-*", f".old-{final.name}-*"):  # left by a killed run
         for stale in final.parent.glob(pattern):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+    except OSError as exc:
+        if _disk_full(exc, final.parent):
+            raise _disk_full_error(final) from exc
+        raise
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, tmp)  # before the cleanup frees what filled the disk
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise _disk_full_error(final) from exc
         raise
     old = final.parent / f".old-{final.name}-{os.getpid()}"
     if final.exists():

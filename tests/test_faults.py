@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_cli import EXP, assert_user_error, invoke, snapshot, write_experiment
 
@@ -277,3 +279,203 @@ def test_learn_rewards_writes_nothing_outside_the_data_dir(
     res = invoke("learn-rewards", "-q", "-e", tiny_experiment_file, "--data", pipeline_root)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- killed mid-write
+# sitecustomize for child processes (and their spawned pool workers, which inherit the env):
+# the first time a folder built in a `.tmp-<SAFEKNOB_TEST_PAUSE_IN>*` sibling is about to get
+# its meta.json, it writes its pid to the marker and sleeps, so the test can SIGKILL it with
+# the folder half-written (model or policy saved, meta.json not yet).
+PAUSE_HOOK = textwrap.dedent(
+    """
+    import os, time
+    _prefix = os.environ.get("SAFEKNOB_TEST_PAUSE_IN")
+    _marker = os.environ.get("SAFEKNOB_TEST_MARKER")
+    if _prefix and _marker:
+        _replace = os.replace
+
+        def _paused_replace(src, dst):
+            d = os.fspath(dst)
+            folder = os.path.basename(os.path.dirname(d))
+            if (
+                os.path.basename(d) == "meta.json"
+                and folder.startswith(".tmp-" + _prefix)
+                and not os.path.exists(_marker)
+            ):
+                with open(_marker + ".part", "w") as fh:
+                    fh.write(str(os.getpid()))
+                _replace(_marker + ".part", _marker)
+                time.sleep(120)
+            return _replace(src, dst)
+
+        os.replace = _paused_replace
+    """
+)
+
+
+def start_paused(args: list, tmp_path: Path, pause_in: str) -> tuple[subprocess.Popen, int]:
+    """Start ``safeknob ARGS`` in its own process group and wait until it pauses half-way
+    through writing a ``pause_in`` folder; returns the process and the pausing pid."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    marker = tmp_path / "paused"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        "SAFEKNOB_TEST_PAUSE_IN": pause_in,
+        "SAFEKNOB_TEST_MARKER": str(marker),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safeknob.cli", *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the pool workers share its process group
+    )
+    deadline = time.monotonic() + 180
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        kill_group(proc)
+        pytest.fail(f"never paused in {pause_in}: {proc.communicate()[1]}")
+    return proc, int(marker.read_text())
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def half_written(parent: Path, name: str) -> list[Path]:
+    """The ``.tmp-<name>-*`` siblings in ``parent`` (asserting they have no meta.json)."""
+    tmps = sorted(parent.glob(f".tmp-{name}-*"))
+    for t in tmps:
+        assert any(t.iterdir()) and not (t / "meta.json").exists(), sorted(t.iterdir())
+    return tmps
+
+
+def assert_complete(parent: Path) -> None:
+    """Every folder in ``parent`` is a finished artifact and no temporary sibling is left."""
+    names = sorted(p.name for p in parent.iterdir())
+    assert not [n for n in names if n.startswith((".tmp-", ".old-"))], names
+    for p in parent.iterdir():
+        meta = json.loads((p / "meta.json").read_text())
+        assert meta["schema"] == 1, p
+
+
+def test_killed_train_experts_resumes(tmp_path):
+    """SIGKILL while the safe expert's folder is half-written: the reckless one is kept, the
+    next run skips it and trains only the safe one."""
+    exp = write_experiment(
+        tmp_path,
+        "tiny-grid.toml",
+        experts={"reckless_steps": 1024, "safe_steps": 1024, "eval_episodes": 10},
+    )
+    root = tmp_path / "data"
+    proc, _ = start_paused(
+        ["train-experts", "-q", "-e", exp, "--data", root], tmp_path, pause_in="safe"
+    )
+    experts = root / EXP / "experts"
+    assert (experts / "reckless" / "meta.json").is_file()
+    assert half_written(experts, "safe")
+    kill_group(proc)
+    assert not (experts / "safe").exists()
+    reckless = snapshot(experts / "reckless")
+
+    res = invoke("train-experts", "-q", "-e", exp, "--data", root)
+    assert res.exit_code == 0, res.output
+    assert_complete(experts)
+    assert snapshot(experts / "reckless") == reckless  # skipped, not redone
+    assert sorted(p.name for p in experts.iterdir()) == ["reckless", "safe"]
+
+
+@pytest.mark.parametrize("kill", ["job", "sweep"])
+def test_killed_sweep_job_leaves_no_half_written_folder(
+    pipeline_root, tiny_experiment_file, tmp_path, kill
+):
+    """SIGKILL of a sweep job while its blend folder is half-written. ``job``: only its worker
+    dies; the sweep reruns the job on a fresh worker and finishes. ``sweep``: the whole sweep
+    dies; running the same command again skips the finished job and redoes the killed one."""
+    args = ["sweep", "-e", tiny_experiment_file, "--data", pipeline_root, "--methods", "bc-mix"]
+    args += ["--alphas", "0.25,0.75", "--workers", "1", "-q"]
+    proc, worker = start_paused(args, tmp_path, pause_in="alpha-0.75")
+    assert worker != proc.pid  # paused in a pool worker
+    blends = pipeline_root / EXP / "blends" / "bc-mix"
+    assert (blends / "alpha-0.25" / "meta.json").is_file()  # the first job finished
+    assert half_written(blends, "alpha-0.75")
+    first = snapshot(blends / "alpha-0.25")
+    if kill == "job":
+        import signal
+
+        os.kill(worker, signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=180)
+        finally:
+            kill_group(proc)
+        assert proc.returncode == 0, err
+    else:
+        kill_group(proc)
+        assert not (blends / "alpha-0.75").exists()
+        res = invoke(*args)
+        assert res.exit_code == 0, res.output
+    assert_complete(blends)
+    assert sorted(p.name for p in blends.iterdir()) == ["alpha-0.25", "alpha-0.75"]
+    assert snapshot(blends / "alpha-0.25") == first  # never redone
+    df = pd.read_csv(pipeline_root / EXP / "eval" / "results.csv")
+    assert {0.25, 0.75} <= set(df.loc[df.method == "bc-mix", "alpha"].round(2))
+
+
+# ---------------------------------------------------------------------------- disk full
+def test_disk_full_is_one_error_line_and_keeps_the_old_artifact(
+    pipeline_root, tiny_experiment_file, tmp_path
+):
+    """``collect-demos --force`` on a tiny tmpfs (a private mount namespace, so no root is
+    needed) that holds the experiment with 8 KiB to spare: a clear error line, exit code 2,
+    every old file unchanged and no temporary folder left behind."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare(1) is not available")
+    src = pipeline_root / EXP
+    parts = [src / "config.toml", src / "experts", src / "demos"]
+    files = [f for p in parts for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    size = sum(-(-f.stat().st_size // 4096) * 4096 for f in files) + 8192
+    full, out = tmp_path / "full", tmp_path / "out"
+    full.mkdir()
+    out.mkdir()
+    script = textwrap.dedent(
+        f"""
+        mount -t tmpfs -o size={size} tmpfs "$1" || exit 97
+        mkdir "$1/{EXP}" && cp -a "$2/config.toml" "$2/experts" "$2/demos" "$1/{EXP}/" || exit 98
+        listing() {{ (cd "$1" && find . -type f -exec sha256sum {{}} + | sort); }}
+        listing "$1" > "$3/before"
+        "$4" -m safeknob.cli collect-demos --force -q -e "$5" --data "$1" >"$3/out" 2>&1
+        echo $? > "$3/rc"
+        listing "$1" > "$3/after"
+        (cd "$1" && find . -name '.tmp-*' -o -name '.old-*') > "$3/leftovers"
+        """
+    )
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
+    cmd += [str(full), str(src), str(out), sys.executable, str(tiny_experiment_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if res.returncode == 97 or (not (out / "rc").exists() and "unshare" in res.stderr):
+        pytest.skip(f"cannot mount a private tmpfs here: {res.stderr.strip()}")
+    assert (out / "rc").exists(), (res.returncode, res.stderr)
+
+    text = (out / "out").read_text()
+    assert int((out / "rc").read_text()) == 2, text
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    assert lines[0].startswith("error: no space left on device while writing "), text
+    assert f"{EXP}/demos/reckless" in lines[0]
+    assert (out / "after").read_text() == (out / "before").read_text()
+    assert "demos/reckless/manifest.json" in (out / "before").read_text()
+    assert (out / "leftovers").read_text() == ""
