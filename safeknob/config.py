@@ -122,6 +122,12 @@ class BlendConfig:
     """Env steps of the one alpha-conditioned policy (``conditioned``)."""
     conditioned_bins: int = 11
     """Alpha grid the conditioned policy trains on (one multiplier per value)."""
+    conditioned_n_envs: int = 0
+    """Parallel envs of the conditioned policy (0: ``ppo.n_envs``). ``n_steps`` shrinks to keep
+    the rollout size ``ppo.n_envs * ppo.n_steps``: wider, shorter rollouts cost less Python
+    per sample and see more alpha bins per update."""
+    conditioned_batch_size: int = 0
+    """Minibatch size of the conditioned policy (0: ``ppo.batch_size``)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,12 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     ):
         if val < 1:
             raise ConfigError(f"{key} must be >= 1, got {val}")
+    for key, val in (
+        ("blend.conditioned_n_envs", cfg.blend.conditioned_n_envs),
+        ("blend.conditioned_batch_size", cfg.blend.conditioned_batch_size),
+    ):
+        if val < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: the ppo setting), got {val}")
     return cfg
 
 

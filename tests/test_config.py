@@ -86,6 +86,7 @@ def test_wrong_type_is_rejected_naming_the_key(path, value, needle):
         (("eval", "episodes"), 0, "eval.episodes must be >= 1"),
         (("ppo", "n_envs"), 0, "ppo.n_envs must be >= 1"),
         (("experts", "safe_steps"), -5, "experts.safe_steps must be >= 1"),
+        (("blend", "conditioned_n_envs"), -1, "blend.conditioned_n_envs must be >= 0"),
         (("blend", "methods"), ["bc-mixx"], "unknown method 'bc-mixx'"),
         (("blend", "methods"), ["mixture+cal"], "unknown method 'mixture+cal'"),
         (("blend", "methods"), ["bogus+cal"], "unknown method 'bogus+cal'"),

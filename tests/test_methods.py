@@ -129,3 +129,19 @@ def test_mix_transitions_are_nested_across_alphas():
         sets[a] = (set(obs[obs >= 1000].tolist()), set(obs[obs < 1000].tolist()))
     assert sets[0.2][0] < sets[0.5][0] <= sets[0.8][0]
     assert sets[0.2][1] > sets[0.5][1] > sets[0.8][1]
+
+
+def test_conditioned_ppo_is_wider_with_the_same_rollout_size():
+    import dataclasses
+
+    from safeknob.config import ExperimentConfig
+    from safeknob.methods.conditioned import conditioned_ppo
+
+    exp = ExperimentConfig()
+    assert conditioned_ppo(exp) == exp.ppo  # 0 = the experiment's PPO settings
+    wide = dataclasses.replace(
+        exp, blend=dataclasses.replace(exp.blend, conditioned_n_envs=32, conditioned_batch_size=512)
+    )
+    ppo = conditioned_ppo(wide)
+    assert (ppo.n_envs, ppo.batch_size) == (32, 512)
+    assert ppo.n_envs * ppo.n_steps == exp.ppo.n_envs * exp.ppo.n_steps

@@ -9,6 +9,7 @@ interpolated by the network). The deployed agent averages the last iterates, as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from safeknob.artifacts import atomic_dir, make_meta, write_json
-from safeknob.config import LagrangeConfig
+from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig
 from safeknob.lagrangian import PIDLagrangian
 from safeknob.methods.base import BlendContext
 from safeknob.methods.snapshots import save_snapshots, snapshot_agent
@@ -54,6 +55,16 @@ def augmenter(space: gym.Space):
 
         return aug_box, gym.spaces.Box(low, high, dtype=np.float32)
     raise ValueError(f"conditioned supports Discrete or flat Box observations, got {space}")
+
+
+def conditioned_ppo(exp: ExperimentConfig) -> PPOConfig:
+    """The experiment's PPO settings with the conditioned policy's own width and minibatch
+    (``blend.conditioned_n_envs`` / ``conditioned_batch_size``); same rollout size."""
+    b, ppo = exp.blend, exp.ppo
+    n_envs = b.conditioned_n_envs or ppo.n_envs
+    n_steps = max(1, (ppo.n_envs * ppo.n_steps) // n_envs)
+    batch = min(b.conditioned_batch_size or ppo.batch_size, n_envs * n_steps)
+    return dataclasses.replace(ppo, n_envs=n_envs, n_steps=n_steps, batch_size=batch)
 
 
 class ConditionedVecEnv(VecEnvWrapper):
@@ -166,8 +177,9 @@ class ConditionedMethod:
         t0 = time.perf_counter()
         grid = self.grid(ctx)
         budgets = np.array([ctx.budget(a) for a in grid])
-        venv = ConditionedVecEnv(make_vec_env(exp.env, exp.ppo.n_envs), grid, ctx.seed)
-        model = build_ppo(venv, exp.ppo, ctx.seed, tb_dir(ctx.run, "blend", self.name))
+        ppo = conditioned_ppo(exp)
+        venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), grid, ctx.seed)
+        model = build_ppo(venv, ppo, ctx.seed, tb_dir(ctx.run, "blend", self.name))
         steps = self.steps(ctx)
         lag = BinLagrangeCallback(venv, budgets, exp.lagrange)
         snap = SnapshotCallback(steps, 0.1)
