@@ -60,6 +60,32 @@ def test_local_sweep_then_rerun_does_nothing(pipeline_root):
     assert results.stat().st_mtime_ns == stamp
 
 
+def test_jobs_measure_their_agents_for_the_evaluation(pipeline_root, monkeypatch):
+    """A job rolls its agents out into the evaluation's cache (in parallel, in its worker):
+    the evaluation after the fan-out then measures only the experts, with the same numbers
+    as measuring everything itself."""
+    import shutil
+
+    from safeknob.stages import evaluate
+    from safeknob.stages.common import RunConfig
+
+    sc = sweep.SweepConfig((tiny_config(),), pipeline_root, methods=("mixture",),
+                           alphas=(0.25, 0.75), seeds=(0, 1), quiet=True)  # fmt: skip
+    for job in sweep.plan(sc):
+        assert sweep.run_job(job).status == "done"  # in this process: no pool needed here
+    rc = RunConfig(tiny_config(), pipeline_root, quiet=True)
+    measured: list[int] = []
+    real = evaluate.measure
+    monkeypatch.setattr(evaluate, "measure", lambda *a, **k: measured.append(1) or real(*a, **k))
+    evaluate.run(rc)
+    assert len(measured) == 2  # the two experts, not the four blends
+    warm = pd.read_csv(rc.paths.eval / "results.csv")
+    shutil.rmtree(rc.paths.cache / "eval")
+    evaluate.run(rc)
+    assert len(measured) == 2 + 6
+    pd.testing.assert_frame_equal(warm, pd.read_csv(rc.paths.eval / "results.csv"))
+
+
 def test_failed_job_is_reported_and_others_finish(pipeline_root):
     # bc-mix cannot write its folders (a file sits where blends/bc-mix/ goes): its jobs fail
     # in the worker, the others finish and are evaluated.

@@ -6,7 +6,9 @@ in this process before the fan-out, so no two jobs ever race for them. Each job 
 only its own ``blends/<method>/alpha-A[_seed-S]/`` folder (atomically, see
 :func:`safeknob.artifacts.atomic_dir`), which is why a sweep can be interrupted and resumed:
 finished folders are skipped. A job that fails leaves its traceback in
-``<data>/<experiment>/sweep-logs/<job>.log`` and does not stop the others.
+``<data>/<experiment>/sweep-logs/<job>.log`` and does not stop the others. Each job also
+measures its own agents into the evaluation's cache, so only the experts are measured after
+the fan-out.
 """
 
 from __future__ import annotations
@@ -120,8 +122,29 @@ def run_job(job: Job) -> JobResult:
         blend.run(blend.BlendRunConfig(job.run, name, job.alphas, reward, seed=job.seed))
     except Exception as exc:  # noqa: BLE001 - reported, must not stop the sweep
         return _failure(job, exc, traceback.format_exc(), time.perf_counter() - t0)
+    measure(job)
     job.log.unlink(missing_ok=True)  # a stale log of an earlier failed attempt
     return JobResult(job.experiment, job.id, "done", time.perf_counter() - t0)
+
+
+def measure(job: Job) -> None:
+    """Roll out the job's agents into the evaluation's per-agent cache (``cache/eval/``), so
+    the measuring runs in parallel too and the evaluation after the fan-out only reads it.
+
+    Exactly what :func:`safeknob.stages.evaluate.run` would do for these folders (same
+    context, same cache key, seeded rollouts). A failure here is left to that evaluation,
+    which measures the agent again and reports the error."""
+    from safeknob.stages import evaluate
+    from safeknob.stages.blend import context, load_blend
+
+    rc = job.run
+    try:
+        ctx = context(rc)
+        for folder in _folders(job):
+            _, _, agent = load_blend(ctx, folder)
+            evaluate.measure_cached(lambda a=agent: a, rc, folder, rc.experiment.eval.episodes)
+    except Exception:  # noqa: BLE001 - the evaluation redoes it and reports
+        pass
 
 
 def _failure(job: Job, exc: BaseException, tb: str, seconds: float = 0.0) -> JobResult:
