@@ -99,9 +99,11 @@ def nav_experts(data: Path) -> None:
 
 
 def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
-    """Wall time of the same sweep (budget-env, ``n_alphas`` alphas, ``steps`` each) with 1
-    and with 2 workers, each in a fresh copy of the experts and demonstrations."""
+    """Wall time of the same sweep (budget-env, ``n_alphas`` alphas, ``steps`` each, then the
+    evaluation) with 1 and with 2 workers, each in a fresh copy of the experts and
+    demonstrations. Other processes on the machine skew it: the load average is printed."""
     import dataclasses
+    import os
     import shutil
     import tempfile
 
@@ -111,8 +113,9 @@ def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
     exp = src.experiment
     exp = exp.replace(blend=dataclasses.replace(exp.blend, steps=steps))
     alphas = tuple(float(a) for a in np.linspace(0, 1, n_alphas).round(2))
-    times = {}
+    times, loads = {}, {}
     for workers in (1, 2):
+        loads[workers] = os.getloadavg()[0]
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / exp.name
             root.mkdir()
@@ -131,7 +134,8 @@ def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
             times[workers] = time.perf_counter() - t0
     console.print(
         f"sweep of {n_alphas} budget-env jobs x {steps:,} steps: 1 worker {times[1]:.0f} s, "
-        f"2 workers {times[2]:.0f} s, speed-up {times[1] / times[2]:.2f}x (goal >= 1.7x)"
+        f"2 workers {times[2]:.0f} s, speed-up {times[1] / times[2]:.2f}x (goal >= 1.7x; load "
+        f"average before each: {loads[1]:.1f}, {loads[2]:.1f} on {os.cpu_count()} CPUs)"
     )
 
 
