@@ -89,14 +89,22 @@ def test_mix_transitions_ratio_is_exact():
         ([(0.5, 1.0, 50), (0.4, 1.5, 50), (0.9, 3.0, 50)], 2.0, [(0, 0.5), (2, 0.5)]),
         # All under budget: the best one alone.
         ([(0.5, 1.0, 50), (0.7, 1.5, 50)], 2.0, [(1, 1.0)]),
-        # All over budget: the cheapest one alone.
+        # All over budget: the cheapest one alone; among equally cheap ones the best.
         ([(0.5, 3.0, 50), (0.7, 4.0, 50)], 2.0, [(0, 1.0)]),
+        ([(0.5, 3.0, 50), (0.6, 3.0, 50), (0.7, 4.0, 50)], 2.0, [(1, 1.0)]),
     ],
 )
 def test_dual_mixture(points, budget, expected):
     got = dual_mixture(points, budget)
     assert [i for i, _ in got] == [i for i, _ in expected]
     np.testing.assert_allclose([w for _, w in got], [w for _, w in expected])
+
+
+@pytest.mark.parametrize(("lam", "expected"), [(1.0, 1), (5.0, 0)])
+def test_dual_mixture_all_over_budget_uses_the_final_multiplier(lam, expected):
+    """Every snapshot overspends: deploy the best Lagrangian objective - lam * cost."""
+    points = [(0.5, 3.0, 50), (0.9, 3.2, 50)]
+    assert dual_mixture(points, 2.0, lam=lam) == [(expected, 1.0)]
 
 
 def test_calibration_map_is_monotone_and_refuses_foreign_maps(run_config):

@@ -38,8 +38,10 @@ AIRL_LAMBDA_CAP = 30.0
 """Multiplier cap (x lambda_max) on a learned reward: agents switched routes at lambda ~8."""
 CANDIDATES = 16
 """Iterates (evenly spaced over the second half of training) measured for the mixture."""
-CANDIDATE_EPISODES = 100
-"""Fresh episodes per candidate iterate."""
+CANDIDATE_EPISODES = 300
+"""Fresh episodes per candidate iterate, the same ones for every candidate (common random
+numbers). With 100 the cheapest-looking iterate was often a lucky draw: the pick and the
+mixture weights then missed the budget and chose inefficient iterates (winner's curse)."""
 
 
 def measure_snapshots(
@@ -64,13 +66,13 @@ def measure_snapshots(
     else:
         make = env_factory(exp.env)
     out = []
-    for k, sd in enumerate(snapshots):
+    for sd in snapshots:
         policy = policy_from_state(model, sd)
         res = rollout(
             PolicyAgent(policy, deterministic=True),
             make,
             CANDIDATE_EPISODES,
-            seed=7_000_000 + 1000 * k + ctx.seed,
+            seed=7_000_000 + ctx.seed,
             record=learned,
         )
         if fn is None:
@@ -151,7 +153,7 @@ class BudgetMethod:
         idx = np.unique(np.linspace(0, len(res.snapshots) - 1, CANDIDATES).round().astype(int))
         cands = [res.snapshots[i] for i in idx]
         points = measure_snapshots(ctx, res.model, cands, self.reward == "airl")
-        weights = dual_mixture(points, budget)
+        weights = dual_mixture(points, budget, lam=res.final_lambda)
         save_weighted(folder, cands, weights)
         return {
             "reward_source": self.reward,

@@ -29,7 +29,10 @@ WEIGHTS_FILE = "snapshot_weights.json"
 
 
 def dual_mixture(
-    points: list[tuple[float, float, int]], budget: float, min_episodes: int = 5
+    points: list[tuple[float, float, int]],
+    budget: float,
+    min_episodes: int = 5,
+    lam: float | None = None,
 ) -> list[tuple[int, float]]:
     """Indices and weights (summing to 1) of the best mixture of at most two snapshots whose
     expected cost equals ``budget``.
@@ -38,6 +41,9 @@ def dual_mixture(
         points: per snapshot (mean episode objective, mean episode cost, episodes measured).
         budget: the episode-cost budget d.
         min_episodes: snapshots measured on fewer episodes are ignored.
+        lam: the training's final multiplier. When every snapshot overspends, the one with
+            the best Lagrangian ``objective - lam * cost`` is deployed; without ``lam``, the
+            cheapest (ties: the best objective).
     """
     valid = [
         (i, o, c)
@@ -48,11 +54,14 @@ def dual_mixture(
         return [(len(points) - 1, 1.0)]
     below = [v for v in valid if v[2] <= budget]
     above = [v for v in valid if v[2] >= budget]
-    if not below:  # every snapshot overspends: the cheapest one
-        i = min(above, key=lambda v: v[2])[0]
+    if not below:  # every snapshot overspends: the best trade-off at the final multiplier
+        if lam is not None:
+            i = max(above, key=lambda v: (v[1] - lam * v[2], -v[2]))[0]
+        else:
+            i = min(above, key=lambda v: (v[2], -v[1]))[0]
         return [(i, 1.0)]
     if not above:  # every snapshot underspends: the best one
-        i = max(below, key=lambda v: v[1])[0]
+        i = max(below, key=lambda v: (v[1], -v[2]))[0]
         return [(i, 1.0)]
     best: tuple[float, list[tuple[int, float]]] | None = None
     for i, oi, ci in below:
