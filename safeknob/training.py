@@ -14,6 +14,7 @@ import torch
 from rich.progress import Progress, TaskID
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -37,7 +38,7 @@ def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = Non
     """PPO with the experiment's settings, one torch thread, seeded."""
     torch.set_num_threads(1)
     set_random_seed(seed)
-    return PPO(
+    model = PPO(
         "MlpPolicy",
         venv,
         n_steps=cfg.n_steps,
@@ -54,6 +55,10 @@ def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = Non
         verbose=0,
         tensorboard_log=str(tb_dir) if tb_dir else None,
     )
+    if not tb_dir:
+        # SB3 would otherwise make an empty $TMPDIR/SB3-<date> folder for its default logger.
+        model.set_logger(Logger(None, []))
+    return model
 
 
 class ProgressCallback(BaseCallback):
