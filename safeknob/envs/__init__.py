@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 
+from safeknob.envs.bullet import SeededGlobalRNG, is_bullet_env
 from safeknob.envs.model import TabularModel, evaluate_policy
 from safeknob.envs.wrappers import CostAdapter, MissingCostError, load_callable
 
@@ -82,7 +83,10 @@ def make_env(
             raise EnvError(str(exc)) from None
     # Adapt the innermost env (a 6-tuple step would break TimeLimit) and re-apply the limit.
     spec = env.spec
-    adapted: gym.Env = CostAdapter(env.unwrapped, cost_fn=fn)
+    base: gym.Env = env.unwrapped
+    if is_bullet_env(base):  # its reset ignores the seed (safeknob.envs.bullet)
+        base = SeededGlobalRNG(base)
+    adapted: gym.Env = CostAdapter(base, cost_fn=fn)
     if spec is not None and spec.max_episode_steps is not None:
         adapted = TimeLimit(adapted, max_episode_steps=spec.max_episode_steps)
     return adapted
