@@ -118,6 +118,10 @@ class BlendConfig:
     """Multiplies the PID gains for ``budget`` agents: a per-alpha run is short, and an
     oscillating multiplier is fine (the deployed dual mixture of iterates meets the budget),
     while a sluggish one never reaches the interior of the frontier."""
+    candidate_episodes: int = 300
+    """Fresh episodes on which ``budget`` measures each candidate iterate, the same ones for
+    every candidate (common random numbers). With 100 on the grid the cheapest-looking
+    iterate was often a lucky draw (winner's curse). Costly on slow envs (Bullet)."""
     conditioned_steps: int = 1_000_000
     """Env steps of the one alpha-conditioned policy (``conditioned``)."""
     conditioned_bins: int = 11
@@ -254,6 +258,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         ("ppo.n_envs", cfg.ppo.n_envs),
         ("experts.reckless_steps", cfg.experts.reckless_steps),
         ("experts.safe_steps", cfg.experts.safe_steps),
+        ("blend.candidate_episodes", cfg.blend.candidate_episodes),
     ):
         if val < 1:
             raise ConfigError(f"{key} must be >= 1, got {val}")

@@ -38,10 +38,6 @@ AIRL_LAMBDA_CAP = 30.0
 """Multiplier cap (x lambda_max) on a learned reward: agents switched routes at lambda ~8."""
 CANDIDATES = 16
 """Iterates (evenly spaced over the second half of training) measured for the mixture."""
-CANDIDATE_EPISODES = 300
-"""Fresh episodes per candidate iterate, the same ones for every candidate (common random
-numbers). With 100 the cheapest-looking iterate was often a lucky draw: the pick and the
-mixture weights then missed the budget and chose inefficient iterates (winner's curse)."""
 
 
 def measure_snapshots(
@@ -65,13 +61,14 @@ def measure_snapshots(
         fn = task_reward_fn(ctx.run)
     else:
         make = env_factory(exp.env)
+    episodes = exp.blend.candidate_episodes
     out = []
     for sd in snapshots:
         policy = policy_from_state(model, sd)
         res = rollout(
             PolicyAgent(policy, deterministic=True),
             make,
-            CANDIDATE_EPISODES,
+            episodes,
             seed=7_000_000 + ctx.seed,
             record=learned,
         )
@@ -83,7 +80,7 @@ def measure_snapshots(
                 done = np.zeros(len(ep.acts), dtype=bool)
                 sums.append(float(np.sum(fn(ep.obs[:-1], ep.acts, ep.obs[1:], done))))
             obj = float(np.mean(sums))
-        out.append((obj, float(np.mean(res.costs)), CANDIDATE_EPISODES))
+        out.append((obj, float(np.mean(res.costs)), episodes))
     return out
 
 
