@@ -497,10 +497,15 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     experts = data / EXP / "experts"
+    # Training has started once PPO's TensorBoard log exists (the expert folders are written
+    # only after training, in a blink).
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(experts.glob(".tmp-*")):
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.is_file() for p in (data / EXP / "tb").rglob("*")):
+            break
         time.sleep(0.05)
-    assert list(experts.glob(".tmp-*")), "train-experts never started writing"
+    time.sleep(0.5)
+    assert proc.poll() is None, f"train-experts ended before Ctrl-C: {proc.communicate()[0]}"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
