@@ -58,6 +58,18 @@ def _disk_full(exc: BaseException, where: Path) -> bool:
     return st.f_bavail * st.f_frsize < _NEARLY_FULL
 
 
+@contextlib.contextmanager
+def _full_disk_as_error(where: Path, path: Path) -> Iterator[None]:
+    """Re-raise a failure that a full disk under ``where`` caused as :class:`DiskFullError`
+    naming ``path``; any other failure unchanged."""
+    try:
+        yield
+    except BaseException as exc:
+        if _disk_full(exc, where):
+            raise _disk_full_error(path) from exc
+        raise
+
+
 def _disk_full_error(path: Path) -> DiskFullError:
     return DiskFullError(
         f"no space left on device while writing {path}; nothing half-written was kept (what "
@@ -195,22 +207,16 @@ def write_text(path: Path, text: str | bytes) -> None:
 def _atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
     """An open temporary sibling of ``path``, renamed onto it on success and removed on any
     failure; a full disk becomes :class:`DiskFullError`."""
-    try:
+    with _full_disk_as_error(path.parent, path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        if _disk_full(exc, path.parent):
-            raise _disk_full_error(path) from exc
-        raise
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if _disk_full(exc, path.parent):
-            raise _disk_full_error(path) from exc
-        raise
+        try:
+            with os.fdopen(fd, mode) as fh:
+                yield fh
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 @contextlib.contextmanager
@@ -226,12 +232,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     for pattern in (f".tmp-{final.name}-*", f".old-{final.name}-*"):  # left by a killed run
         for stale in final.parent.glob(pattern):
             shutil.rmtree(stale, ignore_errors=True)
-    try:
+    with _full_disk_as_error(final.parent, final):
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    except OSError as exc:
-        if _disk_full(exc, final.parent):
-            raise _disk_full_error(final) from exc
-        raise
     try:
         yield tmp
     except BaseException as exc:

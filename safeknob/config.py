@@ -94,6 +94,10 @@ class DemosConfig:
     """Episodes recorded per expert."""
 
 
+CAL = "+cal"
+"""Suffix of a ``blend.methods`` entry trained through its calibration map (``bc-mix+cal``)."""
+
+
 @dataclass(frozen=True)
 class BlendConfig:
     method: str = "budget"
@@ -247,7 +251,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
     known = ("mixture", "bc-mix", "budget-env", "budget-airl", "reward-mix", "conditioned")
     for m in cfg.blend.methods:
-        if m.removesuffix("+cal") not in known or m == "mixture+cal":
+        if m.removesuffix(CAL) not in known or m == "mixture" + CAL:
             raise ConfigError(
                 f"blend.methods: unknown method {m!r}; choose from {', '.join(known)} "
                 "(append +cal to train through the method's calibration map, e.g. bc-mix+cal)"

@@ -34,7 +34,6 @@ from imitation.algorithms.adversarial.airl import AIRL
 from imitation.data.types import TrajectoryWithRew
 from imitation.rewards.reward_nets import BasicShapedRewardNet
 from imitation.util import logger as imit_logger
-from stable_baselines3.common import logger as sb_logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import ArtifactError, atomic_dir, make_meta, read_meta, write_json
@@ -443,8 +442,6 @@ def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str,
         DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs), reward_fn=fn
     )
     model = build_ppo(venv, exp.ppo, exp.seed + 11)
-    # Without a logger of its own, SB3's learn() makes an empty /tmp/SB3-<date> folder.
-    model.set_logger(sb_logger.Logger(folder=None, output_formats=[]))
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model.learn(steps, callback=ProgressCallback(progress, task))
     res = rollout(PolicyAgent(model, True), env_factory(exp.env), exp.eval.episodes, exp.eval.seed)

@@ -434,25 +434,24 @@ def test_killed_sweep_job_leaves_no_half_written_folder(
 
 
 # ---------------------------------------------------------------------------- disk full
-def test_disk_full_is_one_error_line_and_keeps_the_old_artifact(
-    pipeline_root, tiny_experiment_file, tmp_path
-):
-    """``collect-demos --force`` on a tiny tmpfs (a private mount namespace, so no root is
-    needed) that holds the experiment with 8 KiB to spare: a clear error line, exit code 2,
-    every old file unchanged and no temporary folder left behind."""
+def collect_demos_on_private_mount(
+    src: Path, tmp_path: Path, exp_file: Path, mount: str, after_copy: str = ""
+) -> Path:
+    """Copy the experiment ``src`` onto a tmpfs (``mount -t tmpfs MOUNT``) in a private mount
+    namespace (no root needed), run ``collect-demos --force`` there, and return the folder
+    holding ``rc``, ``out`` and sha256 listings ``before``/``after`` plus ``leftovers``
+    (temporary folders). ``after_copy`` runs between the copy and the command. Skips where
+    unshare or mount are not permitted."""
     if shutil.which("unshare") is None:
         pytest.skip("unshare(1) is not available")
-    src = pipeline_root / EXP
-    parts = [src / "config.toml", src / "experts", src / "demos"]
-    files = [f for p in parts for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
-    size = sum(-(-f.stat().st_size // 4096) * 4096 for f in files) + 8192
-    full, out = tmp_path / "full", tmp_path / "out"
-    full.mkdir()
+    target, out = tmp_path / "mnt", tmp_path / "out"
+    target.mkdir()
     out.mkdir()
     script = textwrap.dedent(
         f"""
-        mount -t tmpfs -o size={size} tmpfs "$1" || exit 97
+        mount -t tmpfs {mount} "$1" || exit 97
         mkdir "$1/{EXP}" && cp -a "$2/config.toml" "$2/experts" "$2/demos" "$1/{EXP}/" || exit 98
+        {after_copy}
         listing() {{ (cd "$1" && find . -type f -exec sha256sum {{}} + | sort); }}
         listing "$1" > "$3/before"
         "$4" -m safeknob.cli collect-demos --force -q -e "$5" --data "$1" >"$3/out" 2>&1
@@ -462,12 +461,28 @@ def test_disk_full_is_one_error_line_and_keeps_the_old_artifact(
         """
     )
     cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
-    cmd += [str(full), str(src), str(out), sys.executable, str(tiny_experiment_file)]
+    cmd += [str(target), str(src), str(out), sys.executable, str(exp_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     if res.returncode == 97 or (not (out / "rc").exists() and "unshare" in res.stderr):
         pytest.skip(f"cannot mount a private tmpfs here: {res.stderr.strip()}")
     assert (out / "rc").exists(), (res.returncode, res.stderr)
+    return out
+
+
+def test_disk_full_is_one_error_line_and_keeps_the_old_artifact(
+    pipeline_root, tiny_experiment_file, tmp_path
+):
+    """``collect-demos --force`` on a tiny tmpfs (a private mount namespace, so no root is
+    needed) that holds the experiment with 8 KiB to spare: a clear error line, exit code 2,
+    every old file unchanged and no temporary folder left behind."""
+    src = pipeline_root / EXP
+    parts = [src / "config.toml", src / "experts", src / "demos"]
+    files = [f for p in parts for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    size = sum(-(-f.stat().st_size // 4096) * 4096 for f in files) + 8192
+    out = collect_demos_on_private_mount(
+        src, tmp_path, tiny_experiment_file, f"-o size={size} tmpfs"
+    )
 
     text = (out / "out").read_text()
     assert int((out / "rc").read_text()) == 2, text
@@ -521,31 +536,10 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
 def test_read_only_data_dir_is_one_error_line(pipeline_root, tiny_experiment_file, tmp_path):
     """``collect-demos --force`` on a read-only mount (private mount namespace): one error
     line, exit code 2, every file unchanged."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare(1) is not available")
-    src = pipeline_root / EXP
-    ro, out = tmp_path / "ro", tmp_path / "out"
-    ro.mkdir()
-    out.mkdir()
-    script = textwrap.dedent(
-        f"""
-        mount -t tmpfs tmpfs "$1" || exit 97
-        mkdir "$1/{EXP}" && cp -a "$2/config.toml" "$2/experts" "$2/demos" "$1/{EXP}/" || exit 98
-        mount -o remount,ro "$1" || exit 97
-        listing() {{ (cd "$1" && find . -type f -exec sha256sum {{}} + | sort); }}
-        listing "$1" > "$3/before"
-        "$4" -m safeknob.cli collect-demos --force -q -e "$5" --data "$1" >"$3/out" 2>&1
-        echo $? > "$3/rc"
-        listing "$1" > "$3/after"
-        """
-    )
-    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
-    cmd += [str(ro), str(src), str(out), sys.executable, str(tiny_experiment_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    if res.returncode == 97 or (not (out / "rc").exists() and "unshare" in res.stderr):
-        pytest.skip(f"cannot mount a private read-only tmpfs here: {res.stderr.strip()}")
-    assert (out / "rc").exists(), (res.returncode, res.stderr)
+    out = collect_demos_on_private_mount(
+        pipeline_root / EXP, tmp_path, tiny_experiment_file, "tmpfs",
+        after_copy='mount -o remount,ro "$1" || exit 97',
+    )  # fmt: skip
     text = (out / "out").read_text()
     assert int((out / "rc").read_text()) == 2, text
     assert "Traceback" not in text

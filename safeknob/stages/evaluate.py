@@ -86,30 +86,37 @@ def _digest(h: Any, root: Path, skip: tuple[str, ...] = ()) -> None:
         h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
 
 
-def measurement_key(rc: RunConfig, folder: Path, episodes: int) -> str:
-    """What an agent's measurement depends on: its own files, its method's shared files
-    (e.g. the one conditioned policy), both experts (a mixture loads them), the env and the
-    evaluation settings. Same key, same numbers: the rollouts are seeded."""
+def base_key(rc: RunConfig, episodes: int) -> Any:
+    """The part of every measurement key shared by all agents of a run: the env, the
+    evaluation settings and both experts (a mixture loads them). Computed once per run."""
     h = hashlib.sha256()
     exp = rc.experiment
     settings = {"env": repr(exp.env), "episodes": episodes, "seed": exp.eval.seed,
                 "n_boot": exp.eval.n_boot}  # fmt: skip
     h.update(json.dumps(settings, sort_keys=True).encode())
+    for role in ("safe", "reckless"):
+        _digest(h, rc.paths.expert(role))
+    return h
+
+
+def measurement_key(rc: RunConfig, folder: Path, base: Any) -> str:
+    """What an agent's measurement depends on: ``base`` (:func:`base_key`), its own files and
+    its method's shared files (e.g. the one conditioned policy). Same key, same numbers: the
+    rollouts are seeded."""
+    h = base.copy()
     _digest(h, folder)
     if folder.parent.parent == rc.paths.blends:  # a blend: its method's files outside alpha-*/
         skip = tuple(p.name for p in folder.parent.iterdir() if p.name.startswith(("alpha-", ".")))
         _digest(h, folder.parent, skip + ("calibration.json",))
-    for role in ("safe", "reckless"):
-        _digest(h, rc.paths.expert(role))
     return h.hexdigest()
 
 
 def measure_cached(
-    agent_fn, rc: RunConfig, folder: Path, episodes: int, progress=None, task=None
+    agent_fn, rc: RunConfig, folder: Path, base: Any, episodes: int, progress=None, task=None
 ) -> dict[str, Any]:
     """``measure`` with a per-agent cache under ``cache/eval/``: an agent whose files, experts
     and evaluation settings are unchanged is not rolled out again."""
-    key = measurement_key(rc, folder, episodes)
+    key = measurement_key(rc, folder, base)
     rel = folder.relative_to(rc.paths.root)
     cache = rc.paths.cache / "eval" / ("__".join(rel.parts) + ".json")
     if cache.is_file():
@@ -146,6 +153,7 @@ def run(rc: RunConfig) -> Path:
     folders = _blend_folders(rc)
     blends = [(f, *load_blend(ctx, f)) for f in folders]
     frontier = exact_frontier(rc)
+    base = base_key(rc, n)
 
     rows: list[dict[str, Any]] = []
     with progress_bar(rc.quiet) as progress:
@@ -156,7 +164,7 @@ def run(rc: RunConfig) -> Path:
             task = progress.add_task(f"expert-{role}", total=n)
             stats[role] = measure_cached(
                 lambda m=model, d=bool(meta.get("deterministic", True)): PolicyAgent(m, d),
-                rc, rc.paths.expert(role), n, progress, task,
+                rc, rc.paths.expert(role), base, n, progress, task,
             )  # fmt: skip
             stats[role].update(
                 method=f"expert-{role}",
@@ -172,7 +180,7 @@ def run(rc: RunConfig) -> Path:
         rows.extend([stats["safe"], stats["reckless"]])
         for folder, _method, meta, agent in blends:
             task = progress.add_task(f"{meta['method']} alpha={meta['alpha']:.2f}", total=n)
-            row = measure_cached(lambda a=agent: a, rc, folder, n, progress, task)
+            row = measure_cached(lambda a=agent: a, rc, folder, base, n, progress, task)
             row.update(
                 method=meta["method"],
                 alpha=float(meta["alpha"]),

@@ -8,10 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from safeknob.config import ExperimentConfig, list_experiments, load_experiment, quick
+from safeknob.config import CAL, ExperimentConfig, list_experiments, load_experiment, quick
 from safeknob.stages.common import RunConfig, console
-
-CAL = "+cal"
 
 
 def split_method(spec: str) -> tuple[str, str | None]:

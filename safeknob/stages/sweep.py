@@ -140,9 +140,11 @@ def measure(job: Job) -> None:
     rc = job.run
     try:
         ctx = context(rc)
+        n = rc.experiment.eval.episodes
+        base = evaluate.base_key(rc, n)
         for folder in _folders(job):
             _, _, agent = load_blend(ctx, folder)
-            evaluate.measure_cached(lambda a=agent: a, rc, folder, rc.experiment.eval.episodes)
+            evaluate.measure_cached(lambda a=agent: a, rc, folder, base, n)
     except Exception:  # noqa: BLE001 - the evaluation redoes it and reports
         pass
 
