@@ -136,6 +136,12 @@ class BlendConfig:
     per sample and see more alpha bins per update."""
     conditioned_batch_size: int = 0
     """Minibatch size of the conditioned policy (0: ``ppo.batch_size``)."""
+    warmstart: bool = False
+    """Start ``budget --reward env`` and ``conditioned`` from behavioural cloning of the
+    demonstrations instead of a random policy (``budget --reward airl`` always does):
+    ``budget`` clones both experts, ``conditioned`` clones each expert with its own alpha
+    (0 safe, 1 reckless) in the observation. For envs where PPO from scratch learns the
+    reckless route first and then cannot find the safe one (HazardNav's fence)."""
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,49 @@ def test_invalid_config():
 def test_steps_per_second_measures():
     # Speed is measured (printed by `make bench`), never asserted against the clock.
     assert steps_per_second(2000) > 0
+
+
+def waypoint_policy(waypoints):
+    state = {"i": 0}
+    pts = [np.asarray(w, dtype=float) for w in waypoints]
+
+    def policy(pos):
+        while state["i"] < len(pts) - 1 and np.linalg.norm(pts[state["i"]] - pos) < 0.05:
+            state["i"] += 1
+        return towards(pts[state["i"]], pos)
+
+    return policy
+
+
+def route_return_cost(env, waypoints, seeds=range(5)):
+    rets, costs = [], []
+    for seed in seeds:
+        env.reset(seed=seed)
+        policy, ret, cost = waypoint_policy(waypoints), 0.0, 0.0
+        while True:
+            _, r, terminated, truncated, info = env.step(policy(env.pos))
+            ret, cost = ret + r, cost + info["cost"]
+            if terminated or truncated:
+                assert info["goal_reached"]
+                break
+        rets.append(ret)
+        costs.append(cost)
+    return float(np.mean(rets)), float(np.mean(costs))
+
+
+def test_fence_layout_first_units_of_cost_buy_the_most():
+    """On the fence layout, crossing the fence and going round the pond sits above the chord
+    between the cost-free detour and the straight line (the disks layout has no such route)."""
+    env = HazardNavEnv(layout="fence")
+    assert env.layout == "fence" and len(env.hazards) == 1 and len(env.walls) == 1
+    assert env.observation_space.shape == (4 + 2 * 2,)
+    safe = route_return_cost(env, [(-0.65, 0.6), (-0.25, 0.6), (0.4, 0.35), env.goal])
+    reck = route_return_cost(env, [env.goal])
+    mid = route_return_cost(env, [(-0.2, 0.0), (0.4, 0.3), env.goal])
+    assert safe[1] == 0.0 and 0 < mid[1] < reck[1]
+    chord = safe[0] + (mid[1] - safe[1]) / (reck[1] - safe[1]) * (reck[0] - safe[0])
+    assert (mid[0] - chord) / (reck[0] - safe[0]) > 0.1
+    with pytest.raises(ValueError, match="unknown layout"):
+        HazardNavEnv(layout="maze")
+    with pytest.raises(ValueError, match="not both"):
+        HazardNavEnv(layout="fence", hazards=[(0.0, 0.0, 0.1)])

@@ -153,3 +153,36 @@ def test_conditioned_ppo_is_wider_with_the_same_rollout_size():
     ppo = conditioned_ppo(wide)
     assert (ppo.n_envs, ppo.batch_size) == (32, 512)
     assert ppo.n_envs * ppo.n_steps == exp.ppo.n_envs * exp.ppo.n_steps
+
+
+def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run_config):
+    """With ``blend.warmstart`` the conditioned policy starts as BC of the safe expert at
+    alpha 0 and of the reckless expert at alpha 1, before any PPO step."""
+    from safeknob.methods.base import BlendContext
+    from safeknob.methods.conditioned import (
+        ConditionedVecEnv,
+        augmenter,
+        conditioned_ppo,
+        conditioned_warmstart,
+    )
+    from safeknob.stages.collect_demos import load_role
+    from safeknob.training import build_ppo, make_vec_env
+
+    exp = run_config.experiment
+    ppo = conditioned_ppo(exp)
+    venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), np.array([0.0, 1.0]), 0)
+    model = build_ppo(venv, ppo, 0)
+    conditioned_warmstart(BlendContext(run_config, 0, 0.0, 1.0), model, epochs=100)
+    aug, _ = augmenter(make_vec_env(exp.env, 1).observation_space)
+
+    def agreement(role: str, alpha: float) -> float:
+        trajs = load_role(run_config, role)[0]
+        obs = np.concatenate([np.asarray(t.obs)[:-1] for t in trajs])
+        acts = np.concatenate([np.asarray(t.acts) for t in trajs])
+        pred, _ = model.predict(aug(obs, np.full(len(obs), alpha)), deterministic=True)
+        return float(np.mean(pred == acts))
+
+    assert agreement("safe", 0.0) > 0.9 and agreement("reckless", 1.0) > 0.9
+    # The label matters: each end of the knob imitates its own expert better than the other's.
+    assert agreement("safe", 0.0) > agreement("safe", 1.0)
+    assert agreement("reckless", 1.0) > agreement("reckless", 0.0)

@@ -8,11 +8,24 @@ A MuJoCo-free cousin of Safety-Gym's PointGoal, in plain numpy:
   faster than a straight move) and scaled by ``max_speed`` per step.
 * The agent starts near ``start`` (uniform jitter of +-``start_jitter`` per axis) and must
   reach the disk of radius ``goal_radius`` around ``goal``.
-* Hazards are disks ``(x, y, radius)``. By default they sit on the straight start-goal line,
-  while a longer detour above (or below) them is hazard-free.
+* Hazards are disks ``(x, y, radius)`` and walls, axis-aligned rectangles
+  ``(x_min, y_min, x_max, y_max)``, given explicitly (``hazards``, ``walls``) or by a named
+  ``layout``:
+
+  - ``"disks"`` (the default): a big disk and two small ones on the straight start-goal line;
+    a longer detour above (or below) them is hazard-free. Cutting into a disk costs more steps
+    inside the deeper it goes, so the first units of cost buy the least and the best policy
+    between the two experts is a coin flip between their routes (a convex route frontier).
+  - ``"fence"``: a thin wall across the line near the start (crossing it costs 2-3 steps
+    wherever it is crossed and saves a long way round its ends) and a round pond near the
+    goal (crossing it costs about 5 steps and saves about one). The first units of cost buy
+    the most: crossing the fence but going round the pond beats any coin flip between the
+    two experts. The fence is a rectangle, not a row of disks: cutting the rounded tip of a
+    disk is cheap at first and gets dearer, which led agents to nibble at the fence's end
+    instead of crossing it.
 
 Observation (``float32``): agent position (2), vector to the goal (2), then the vector to each
-hazard centre (2 per hazard).
+hazard centre (2 per disk, then 2 per wall).
 
 Reward per step: ``progress_coef * (previous distance to goal - new distance) - step_penalty``,
 plus ``goal_reward`` on reaching the goal, which terminates the episode. Episodes are truncated
@@ -38,6 +51,14 @@ DEFAULT_HAZARDS: tuple[tuple[float, float, float], ...] = (
     (-0.45, 0.1, 0.12),
     (0.45, -0.1, 0.12),
 )
+Disk = tuple[float, float, float]
+Wall = tuple[float, float, float, float]
+# name -> (disks, walls). "fence": a wall across y = 0 near the start (|y| <= 0.5, 0.25 thick)
+# and a pond near the goal.
+LAYOUTS: dict[str, tuple[tuple[Disk, ...], tuple[Wall, ...]]] = {
+    "disks": (DEFAULT_HAZARDS, ()),
+    "fence": (((0.4, 0.0, 0.22),), ((-0.575, -0.5, -0.325, 0.5),)),
+}
 DEFAULT_START: tuple[float, float] = (-0.8, 0.0)
 DEFAULT_GOAL: tuple[float, float] = (0.8, 0.0)
 
@@ -52,6 +73,8 @@ class HazardNavEnv(gym.Env):
     def __init__(
         self,
         hazards: Sequence[Sequence[float]] | None = None,
+        walls: Sequence[Sequence[float]] | None = None,
+        layout: str | None = None,
         goal: Sequence[float] = DEFAULT_GOAL,
         start: Sequence[float] = DEFAULT_START,
         horizon: int = 100,
@@ -65,13 +88,23 @@ class HazardNavEnv(gym.Env):
         render_mode: str | None = None,
         render_size: int = 256,
     ) -> None:
-        hz = DEFAULT_HAZARDS if hazards is None else hazards
+        if layout is not None and (hazards is not None or walls is not None):
+            raise ValueError("give hazards/walls or a layout, not both")
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
+        custom = hazards is not None or walls is not None
+        self.layout = None if custom else layout or "disks"
+        hz, wl = (hazards or (), walls or ()) if custom else LAYOUTS[self.layout]
+        for w in wl:
+            if len(w) != 4 or not (w[0] < w[2] and w[1] < w[3]):
+                raise ValueError(f"each wall must be (x_min, y_min, x_max, y_max), got {tuple(w)}")
+        self.walls: tuple[Wall, ...] = tuple(
+            (float(w[0]), float(w[1]), float(w[2]), float(w[3])) for w in wl
+        )
         for h in hz:
             if len(h) != 3:
                 raise ValueError(f"each hazard must be (x, y, radius), got {tuple(h)}")
-        self.hazards: tuple[tuple[float, float, float], ...] = tuple(
-            (float(h[0]), float(h[1]), float(h[2])) for h in hz
-        )
+        self.hazards: tuple[Disk, ...] = tuple((float(h[0]), float(h[1]), float(h[2])) for h in hz)
         if any(r <= 0 for _, _, r in self.hazards):
             raise ValueError("hazard radii must be > 0")
         self.goal = (float(goal[0]), float(goal[1]))
@@ -103,10 +136,10 @@ class HazardNavEnv(gym.Env):
         self.render_size = int(render_size)
 
         # Precomputed hazard data: arrays for vectorised use, tuples (cx, cy, r^2) for the hot loop.
-        self.n_hazards = len(self.hazards)
-        self.hazard_centres = np.array([h[:2] for h in self.hazards], dtype=np.float64).reshape(
-            -1, 2
-        )
+        self.n_hazards = len(self.hazards) + len(self.walls)
+        centres = [h[:2] for h in self.hazards]
+        centres += [((w[0] + w[2]) / 2, (w[1] + w[3]) / 2) for w in self.walls]
+        self.hazard_centres = np.array(centres, dtype=np.float64).reshape(-1, 2)
         self.hazard_radii = np.array([h[2] for h in self.hazards], dtype=np.float64)
         self._hz = tuple((cx, cy, r * r) for cx, cy, r in self.hazards)
         self._goal_r2 = self.goal_radius**2
@@ -145,7 +178,9 @@ class HazardNavEnv(gym.Env):
     def in_hazard(self, p: Sequence[float]) -> bool:
         """Whether point ``p`` lies strictly inside any hazard disk."""
         x, y = float(p[0]), float(p[1])
-        return any((x - cx) ** 2 + (y - cy) ** 2 < r * r for cx, cy, r in self.hazards)
+        return any((x - cx) ** 2 + (y - cy) ** 2 < r * r for cx, cy, r in self.hazards) or any(
+            x0 < x < x1 and y0 < y < y1 for x0, y0, x1, y1 in self.walls
+        )
 
     def _goal_dist(self, x: float, y: float) -> float:
         return math.hypot(x - self.goal[0], y - self.goal[1])
@@ -186,6 +221,10 @@ class HazardNavEnv(gym.Env):
             if (x - cx) * (x - cx) + (y - cy) * (y - cy) < r2:
                 cost = 1.0
                 break
+        for x0, y0, x1, y1 in self.walls:
+            if x0 < x < x1 and y0 < y < y1:
+                cost = 1.0
+                break
         gx, gy = self.goal
         dist = math.sqrt((x - gx) * (x - gx) + (y - gy) * (y - gy))
         reward = self.progress_coef * (self._dist - dist) - self.step_penalty
@@ -214,6 +253,8 @@ class HazardNavEnv(gym.Env):
             img = np.full((*X.shape, 3), 240, dtype=np.uint8)
             for cx, cy, r in self.hazards:
                 img[(X - cx) ** 2 + (Y - cy) ** 2 < r * r] = (220, 60, 50)
+            for x0, y0, x1, y1 in self.walls:
+                img[(X > x0) & (X < x1) & (Y > y0) & (Y < y1)] = (220, 60, 50)
             gx, gy = self.goal
             img[(X - gx) ** 2 + (Y - gy) ** 2 <= self.goal_radius**2] = (70, 180, 80)
             sx, sy = self.start
@@ -242,6 +283,11 @@ class HazardNavEnv(gym.Env):
         for i, (cx, cy, r) in enumerate(self.hazards):
             ax.add_patch(
                 Circle((cx, cy), r, color="tab:red", alpha=0.4, label="hazard" if i == 0 else None)
+            )
+        for i, (x0, y0, x1, y1) in enumerate(self.walls):
+            label = "hazard" if i == 0 and not self.hazards else None
+            ax.add_patch(
+                Rectangle((x0, y0), x1 - x0, y1 - y0, color="tab:red", alpha=0.4, label=label)
             )
         ax.add_patch(
             Circle(self.goal, self.goal_radius, color="tab:green", alpha=0.5, label="goal")

@@ -124,7 +124,7 @@ class BudgetMethod:
             )
         budget = ctx.budget(alpha)
         warmstart = None
-        if self.reward == "airl":
+        if self.reward == "airl" or exp.blend.warmstart:
             from safeknob.rewards import demos_warmstart
 
             warmstart = demos_warmstart(ctx.run, ctx.seed)

@@ -57,6 +57,29 @@ def augmenter(space: gym.Space):
     raise ValueError(f"conditioned supports Discrete or flat Box observations, got {space}")
 
 
+def conditioned_warmstart(ctx: BlendContext, model: Any, epochs: int = 5) -> None:
+    """Behavioural cloning of both experts into the conditioned policy, each expert's
+    demonstrations labelled with its own alpha (0 safe, 1 reckless): training starts with
+    both routes at the ends of the knob."""
+    from imitation.data.types import TrajectoryWithRew
+
+    from safeknob.rewards import bc_warmstart
+    from safeknob.stages.collect_demos import load_role
+
+    base_space = make_vec_env(ctx.run.experiment.env, 1).observation_space
+    aug, space = augmenter(base_space)
+    trajs = []
+    for role, alpha in (("safe", 0.0), ("reckless", 1.0)):
+        for t in load_role(ctx.run, role)[0]:
+            obs = aug(np.asarray(t.obs), np.full(len(t.obs), alpha))
+            trajs.append(
+                TrajectoryWithRew(
+                    obs=obs, acts=t.acts, infos=None, terminal=t.terminal, rews=t.rews
+                )
+            )
+    bc_warmstart(model, trajs, space, model.action_space, ctx.seed, epochs)
+
+
 def conditioned_ppo(exp: ExperimentConfig) -> PPOConfig:
     """The experiment's PPO settings with the conditioned policy's own width and minibatch
     (``blend.conditioned_n_envs`` / ``conditioned_batch_size``); same rollout size."""
@@ -180,6 +203,8 @@ class ConditionedMethod:
         ppo = conditioned_ppo(exp)
         venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), grid, ctx.seed)
         model = build_ppo(venv, ppo, ctx.seed, tb_dir(ctx.run, "blend", self.name))
+        if exp.blend.warmstart:
+            conditioned_warmstart(ctx, model)
         steps = self.steps(ctx)
         lag = BinLagrangeCallback(venv, budgets, exp.lagrange)
         snap = SnapshotCallback(steps, 0.1)
