@@ -339,6 +339,12 @@ def learn_rewards(
     data: DataOpt = DEFAULT_DATA,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Processes learning the roles' rewards in parallel (one each)."
+        ),
+    ] = DEFAULT_WORKERS,
 ) -> None:
     """Learn an AIRL reward per expert and check it by re-optimizing it with a fresh PPO."""
     from safeknob import rewards
@@ -349,7 +355,7 @@ def learn_rewards(
         for r in roles:
             if r not in ("reckless", "safe"):
                 raise UserError(f"--role must be reckless or safe, got {r!r}")
-        return rewards.run(_run_config(experiment, data, force, quiet), roles)
+        return rewards.run(_run_config(experiment, data, force, quiet), roles, workers=workers)
 
     _guard(go)
 

@@ -377,54 +377,203 @@ def run(
     roles: tuple[str, ...] = ("reckless",),
     steps: int | None = None,
     check_steps: int | None = None,
+    workers: int = 2,
 ) -> Path:
     """Learn AIRL rewards for ``roles``, standardize them on the union of demonstrations and
-    check them by re-optimizing with a fresh PPO; returns ``rewards/``."""
+    check them by re-optimizing with a fresh PPO; returns ``rewards/``.
+
+    With ``workers >= 2`` and two or more roles to do, each role is learned in its own process
+    (one torch thread each). Every role seeds all it draws from itself, so its reward is the
+    same whatever the order, the other role, or the number of workers."""
     from safeknob.stages.collect_demos import load_role
-    from safeknob.stages.common import console, progress_bar
+    from safeknob.stages.common import console, progress_bar, up_to_date
 
     exp = rc.experiment
     steps = steps or exp.rewards.airl_steps
     check_steps = check_steps if check_steps is not None else exp.rewards.check_steps
     demos = {r: load_role(rc, r)[0] for r in ("safe", "reckless")}
-    union = demos["safe"] + demos["reckless"]
     config = {**stage_config(exp, "env", "ppo", "demos", "rewards"), "steps": steps}
-    from safeknob.stages.common import up_to_date
-
     todo = [
         r for r in roles if not up_to_date(rc.paths.rewards(r) / "meta.json", config, rc.force, FIX)
     ]
-    with progress_bar(rc.quiet) as progress:
-        for role in todo:
-            seed = exp.seed + 7
-            task = progress.add_task(f"AIRL {role}", total=steps)
-            t0 = time.perf_counter()
-            net, facts = train_airl(rc, demos[role], steps, seed, role, progress, task)
-            env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
-            stats = standardization(net, union, env.observation_space)
-            seconds = time.perf_counter() - t0
-            with atomic_dir(rc.paths.rewards(role)) as tmp:
-                save_reward(tmp, net, stats)
-                write_json(
-                    tmp / "meta.json",
-                    make_meta(
-                        STAGE,
-                        config,
-                        seed,
-                        inputs={"demos": rc.paths.demos(role)},
-                        wall_seconds=seconds,
-                        role=role,
-                        **facts,
-                    ),
-                )
-            if check_steps:
-                check = reoptimize(rc, role, check_steps, progress)
-                meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
-                meta["check"] = check
-                write_json(rc.paths.rewards(role) / "meta.json", meta)
+    if workers >= 2 and len(todo) >= 2:
+        _run_parallel(rc, todo, steps, check_steps, config, workers)
+    else:
+        with progress_bar(rc.quiet) as progress:
+            for role in todo:
+                learn_role(rc, role, steps, check_steps, config, demos, progress)
     if not rc.quiet:
         print_checks(rc, roles, console)
     return rc.paths.root / "rewards"
+
+
+def learn_role(
+    rc: RunConfig,
+    role: str,
+    steps: int,
+    check_steps: int,
+    config: dict[str, Any],
+    demos: dict[str, list[TrajectoryWithRew]],
+    progress=None,
+) -> None:
+    """One role's reward, in this process: AIRL, standardization, the folder (atomically),
+    then the re-optimization check added to its meta.json."""
+    exp = rc.experiment
+    seed = exp.seed + 7
+    task = progress.add_task(f"AIRL {role}", total=steps) if progress is not None else None
+    t0 = time.perf_counter()
+    net, facts = train_airl(rc, demos[role], steps, seed, role, progress, task)
+    env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
+    stats = standardization(net, demos["safe"] + demos["reckless"], env.observation_space)
+    seconds = time.perf_counter() - t0
+    with atomic_dir(rc.paths.rewards(role)) as tmp:
+        save_reward(tmp, net, stats)
+        write_json(
+            tmp / "meta.json",
+            make_meta(
+                STAGE,
+                config,
+                seed,
+                inputs={"demos": rc.paths.demos(role)},
+                wall_seconds=seconds,
+                role=role,
+                **facts,
+            ),
+        )
+    if check_steps:
+        check = reoptimize(rc, role, check_steps, progress)
+        meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
+        meta["check"] = check
+        write_json(rc.paths.rewards(role) / "meta.json", meta)
+
+
+# ---------------------------------------------------------------------------- parallel roles
+_RELAY: Any = None
+"""In a pool worker: the queue its progress goes to (set by :func:`_init_worker`)."""
+
+
+class _ProgressRelay:
+    """The part of rich's ``Progress`` that training calls, forwarded from a pool worker to
+    the parent's progress bars through a queue."""
+
+    def __init__(self, queue: Any, role: str) -> None:
+        self.queue, self.role, self.n = queue, role, 0
+
+    def add_task(self, description: str, total: float | None = None, **_: Any) -> str:
+        self.n += 1
+        key = f"{self.role}/{self.n}"
+        self.queue.put(("add", key, description, total))
+        return key
+
+    def update(self, task: str, advance: float = 0, **_: Any) -> None:
+        self.queue.put(("update", task, advance))
+
+
+def _init_worker(parent_pid: int, queue: Any) -> None:
+    from safeknob.training import die_with_parent
+
+    global _RELAY
+    die_with_parent(parent_pid)  # also one torch thread
+    _RELAY = queue
+
+
+def _one_role(rc: RunConfig, role: str, steps: int, check_steps: int, config: dict) -> str:
+    """A pool job: one role's reward, progress relayed to the parent."""
+    from safeknob.stages.collect_demos import load_role
+    from safeknob.training import set_threads
+
+    set_threads()
+    demos = {r: load_role(rc, r)[0] for r in ("safe", "reckless")}
+    relay = _ProgressRelay(_RELAY, role) if _RELAY is not None else None
+    learn_role(rc, role, steps, check_steps, config, demos, relay)
+    return role
+
+
+def _run_parallel(
+    rc: RunConfig, todo: list[str], steps: int, check_steps: int, config: dict, workers: int
+) -> None:
+    """One role per job on a spawn process pool; each job writes only its own folder.
+
+    A failing role lets the roles already running finish (their folders are complete), then
+    its error is raised as it would be serially; Ctrl-C ends the workers at once (an
+    unfinished folder is a temporary ``.tmp-*`` sibling that the next run removes)."""
+    import dataclasses
+    import multiprocessing as mp
+    import os
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from safeknob.stages.common import progress_bar
+
+    quiet_rc = dataclasses.replace(rc, quiet=True)
+    n = min(workers, len(todo))
+    ctx = mp.get_context("spawn")
+    relay = ctx.Queue()
+    with progress_bar(rc.quiet) as progress:
+        overall = progress.add_task(f"learned rewards ({n} workers)", total=len(todo))
+        tasks: dict[str, Any] = {}
+
+        def drain() -> None:
+            while True:
+                try:
+                    msg = relay.get_nowait()
+                except queue_mod.Empty:
+                    return
+                if msg[0] == "add":
+                    tasks[msg[1]] = progress.add_task(msg[2], total=msg[3])
+                elif msg[1] in tasks:
+                    progress.update(tasks[msg[1]], advance=msg[2])
+
+        pool = ProcessPoolExecutor(
+            n, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), relay)
+        )
+        error: BaseException | None = None
+        try:
+            futures = [
+                pool.submit(_one_role, quiet_rc, r, steps, check_steps, config) for r in todo
+            ]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    if fut.cancelled():
+                        continue
+                    try:
+                        fut.result()
+                    except BrokenProcessPool:
+                        raise ArtifactError(
+                            "a learn-rewards worker process died (killed or out of memory); "
+                            f"nothing half-written was kept. Re-run `{FIX}`"
+                        ) from None
+                    except Exception as exc:  # noqa: BLE001 - raised once the others end
+                        error = error or exc
+                        for f in pending:
+                            f.cancel()  # not started yet: never start it
+                        continue
+                    progress.update(overall, advance=1)
+            drain()
+        except BaseException:  # Ctrl-C (or a dead worker): stop now
+            _abort(pool)
+            raise
+        pool.shutdown(wait=True)
+        if error is not None:
+            raise error
+
+
+def _abort(pool: Any) -> None:
+    """Cancel queued roles and end the pool's workers, giving those that got the same Ctrl-C
+    a moment to remove their temporary folders."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.join(timeout=3)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str, Any]:

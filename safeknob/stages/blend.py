@@ -139,7 +139,7 @@ def run(bc: BlendRunConfig) -> Path:
                 f"{method.name} needs learned rewards ({', '.join(missing)}): running "
                 "`safeknob learn-rewards` first"
             )
-        rewards.run(rc, tuple(needs))
+        rewards.run(rc, tuple(needs), workers=bc.workers)
     steps = method.steps(ctx)
     if bc.workers > 1 and method.trains and method.name != "conditioned" and len(todo) > 1:
         _run_parallel(bc, todo)

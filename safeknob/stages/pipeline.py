@@ -29,7 +29,7 @@ class PipelineConfig:
     methods: tuple[str, ...] | None = None
     """Methods to train (default: the experiment's ``blend.methods``)."""
     workers: int = 1
-    """Processes training alphas in parallel."""
+    """Processes training alphas (and learning the two rewards) in parallel."""
 
 
 def run(pc: PipelineConfig) -> Path:
@@ -48,7 +48,7 @@ def run(pc: PipelineConfig) -> Path:
     if any(split_method(m.removesuffix(CAL))[1] == "airl" or m == "reward-mix" for m in methods):
         console.rule(f"[bold]{exp.name}: learned rewards")
         roles = ("reckless", "safe")
-        rewards.run(rc, roles)
+        rewards.run(rc, roles, workers=pc.workers)
     # "<method>+cal": train <method> raw, evaluate it, fit its calibration map, then train
     # the agents asked through the map (blends/<method>+cal/).
     calibrated = [m.removesuffix(CAL) for m in methods if m.endswith(CAL)]
