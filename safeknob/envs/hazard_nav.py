@@ -16,13 +16,13 @@ A MuJoCo-free cousin of Safety-Gym's PointGoal, in plain numpy:
     a longer detour above (or below) them is hazard-free. Cutting into a disk costs more steps
     inside the deeper it goes, so the first units of cost buy the least and the best policy
     between the two experts is a coin flip between their routes (a convex route frontier).
-  - ``"fence"``: a thin wall across the line near the start (crossing it costs 2-3 steps
-    wherever it is crossed and saves a long way round its ends) and a round pond near the
-    goal (crossing it costs about 5 steps and saves about one). The first units of cost buy
-    the most: crossing the fence but going round the pond beats any coin flip between the
-    two experts. The fence is a rectangle, not a row of disks: cutting the rounded tip of a
-    disk is cheap at first and gets dearer, which led agents to nibble at the fence's end
-    instead of crossing it.
+  - ``"fence"``: a thin wall across the line near the start (0.12 thick: crossing it costs
+    one or two steps wherever it is crossed, and saves a long way round its ends) and a round
+    pond near the goal (crossing it costs about 4 steps and saves about one). The first units
+    of cost buy the most: crossing the fence but going round the pond beats any coin flip
+    between the two experts. The fence is a rectangle, not a row of disks: cutting the
+    rounded tip of a disk is cheap at first and gets dearer, and agents nibbled at the end
+    of a fence of disks instead of crossing it.
 
 Observation (``float32``): agent position (2), vector to the goal (2), then the vector to each
 hazard centre (2 per disk, then 2 per wall).
@@ -53,11 +53,11 @@ DEFAULT_HAZARDS: tuple[tuple[float, float, float], ...] = (
 )
 Disk = tuple[float, float, float]
 Wall = tuple[float, float, float, float]
-# name -> (disks, walls). "fence": a wall across y = 0 near the start (|y| <= 0.5, 0.25 thick)
+# name -> (disks, walls). "fence": a wall across y = 0 near the start (|y| <= 0.5, 0.12 thick)
 # and a pond near the goal.
 LAYOUTS: dict[str, tuple[tuple[Disk, ...], tuple[Wall, ...]]] = {
     "disks": (DEFAULT_HAZARDS, ()),
-    "fence": (((0.4, 0.0, 0.22),), ((-0.575, -0.5, -0.325, 0.5),)),
+    "fence": (((0.4, 0.0, 0.22),), ((-0.51, -0.5, -0.39, 0.5),)),
 }
 DEFAULT_START: tuple[float, float] = (-0.8, 0.0)
 DEFAULT_GOAL: tuple[float, float] = (0.8, 0.0)
