@@ -502,10 +502,20 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
     traceback and no temporary folder left behind."""
     import signal
 
+    import tomllib
+
+    from safeknob.stages.common import toml_dumps
+
+    # Budgets far beyond the tiny ones, so training cannot finish before the signal lands
+    # (with the tiny budgets a fast machine finished first and exited 0).
+    cfg = tomllib.loads(tiny_experiment_file.read_text())
+    cfg["experts"].update(reckless_steps=10_000_000, safe_steps=10_000_000)
+    exp_file = tmp_path / "tiny-grid.toml"
+    exp_file.write_text(toml_dumps(cfg))
     exe = Path(sys.executable).parent / "safeknob"
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [str(exe), "train-experts", "-q", "-e", str(tiny_experiment_file), "--data", str(data)],
+        [str(exe), "train-experts", "-q", "-e", str(exp_file), "--data", str(data)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
