@@ -501,7 +501,6 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
     """SIGINT (Ctrl-C) during train-experts: one 'interrupted' line, exit code 130, no
     traceback and no temporary folder left behind."""
     import signal
-
     import tomllib
 
     from safeknob.stages.common import toml_dumps
