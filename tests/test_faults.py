@@ -505,8 +505,7 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
 
     from safeknob.stages.common import toml_dumps
 
-    # Budgets far beyond the tiny ones, so training cannot finish before the signal lands
-    # (with the tiny budgets a fast machine finished first and exited 0).
+    # Budgets far beyond the tiny ones, so training cannot finish before the signal lands.
     cfg = tomllib.loads(tiny_experiment_file.read_text())
     cfg["experts"].update(reckless_steps=10_000_000, safe_steps=10_000_000)
     exp_file = tmp_path / "tiny-grid.toml"
@@ -519,6 +518,10 @@ def test_ctrl_c_is_one_line_and_keeps_nothing_half_written(tiny_experiment_file,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # A runner started in the background (`cmd &`) passes SIGINT on as ignored, and
+        # Python then installs no KeyboardInterrupt handler: restore the default, as a
+        # terminal would have it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     experts = data / EXP / "experts"
     # Training has started once PPO's TensorBoard log exists (the expert folders are written
