@@ -28,22 +28,12 @@ from safeknob.envs.hazard_nav import HazardNavEnv
 LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.4, 1.0, 3.0)
 
 
-def inside(env: HazardNavEnv, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Whether each point lies strictly inside a hazard (disk or wall), vectorised."""
-    out = np.zeros(np.shape(x), bool)
-    for cx, cy, r in env.hazards:
-        out |= (x - cx) ** 2 + (y - cy) ** 2 < r * r
-    for x0, y0, x1, y1 in env.walls:
-        out |= (x > x0) & (x < x1) & (y > y0) & (y < y1)
-    return out
-
-
 def moves(env: HazardNavEnv, x, y, dirs: np.ndarray, n: int, lam: float):
     """Grid coordinates, step cost and goal flag of every move from (x, y)."""
     nx = np.clip(np.add.outer(dirs[:, 0], x), -1, 1)
     ny = np.clip(np.add.outer(dirs[:, 1], y), -1, 1)
     goal = (nx - env.goal[0]) ** 2 + (ny - env.goal[1]) ** 2 <= env.goal_radius**2
-    step = env.step_penalty + lam * inside(env, nx, ny)
+    step = env.step_penalty + lam * env.hazard_mask(nx, ny)
     return np.stack([(nx + 1) / 2 * (n - 1), (ny + 1) / 2 * (n - 1)]), step, goal
 
 

@@ -480,9 +480,7 @@ def _init_worker(parent_pid: int, queue: Any) -> None:
 def _one_role(rc: RunConfig, role: str, steps: int, check_steps: int, config: dict) -> str:
     """A pool job: one role's reward, progress relayed to the parent."""
     from safeknob.stages.collect_demos import load_role
-    from safeknob.training import set_threads
 
-    set_threads()
     demos = {r: load_role(rc, r)[0] for r in ("safe", "reckless")}
     relay = _ProgressRelay(_RELAY, role) if _RELAY is not None else None
     learn_role(rc, role, steps, check_steps, config, demos, relay)
@@ -505,6 +503,7 @@ def _run_parallel(
     from concurrent.futures.process import BrokenProcessPool
 
     from safeknob.stages.common import progress_bar
+    from safeknob.training import abort_pool
 
     quiet_rc = dataclasses.replace(rc, quiet=True)
     n = min(workers, len(todo))
@@ -555,25 +554,11 @@ def _run_parallel(
                     progress.update(overall, advance=1)
             drain()
         except BaseException:  # Ctrl-C (or a dead worker): stop now
-            _abort(pool)
+            abort_pool(pool, grace=3.0)
             raise
         pool.shutdown(wait=True)
         if error is not None:
             raise error
-
-
-def _abort(pool: Any) -> None:
-    """Cancel queued roles and end the pool's workers, giving those that got the same Ctrl-C
-    a moment to remove their temporary folders."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        proc.join(timeout=3)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
 
 
 def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str, Any]:

@@ -201,6 +201,24 @@ def set_threads() -> None:
     warnings.filterwarnings("ignore", message="tried to wrap")
 
 
+def abort_pool(pool: Any, grace: float = 0.0) -> None:
+    """Ctrl-C or a dead worker: cancel a process pool's queued jobs and end its workers.
+
+    ``grace`` seconds let workers that got the same Ctrl-C remove their temporary folders
+    before they are terminated (an unfinished folder is a ``.tmp-*`` sibling that the next
+    run removes anyway)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    if grace:
+        for proc in procs:
+            proc.join(timeout=grace)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def die_with_parent(parent_pid: int | None = None) -> None:
     """Pool-worker initializer: on Linux, end this worker when its parent dies (a killed
     `safeknob` must not leave workers training in the background); elsewhere a no-op.

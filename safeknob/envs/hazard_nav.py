@@ -176,11 +176,18 @@ class HazardNavEnv(gym.Env):
         self._dist = self._goal_dist(self._x, self._y)
 
     def in_hazard(self, p: Sequence[float]) -> bool:
-        """Whether point ``p`` lies strictly inside any hazard disk."""
-        x, y = float(p[0]), float(p[1])
-        return any((x - cx) ** 2 + (y - cy) ** 2 < r * r for cx, cy, r in self.hazards) or any(
-            x0 < x < x1 and y0 < y < y1 for x0, y0, x1, y1 in self.walls
-        )
+        """Whether point ``p`` lies strictly inside any hazard (disk or wall)."""
+        return bool(self.hazard_mask(np.float64(p[0]), np.float64(p[1])))
+
+    def hazard_mask(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Element-wise :meth:`in_hazard` for arrays of coordinates (any broadcastable shape).
+        ``step`` keeps its own scalar loop: it is the hot path."""
+        out = np.zeros(np.broadcast(x, y).shape, dtype=bool)
+        for cx, cy, r in self.hazards:
+            out |= (x - cx) ** 2 + (y - cy) ** 2 < r * r
+        for x0, y0, x1, y1 in self.walls:
+            out |= (x > x0) & (x < x1) & (y > y0) & (y < y1)
+        return out
 
     def _goal_dist(self, x: float, y: float) -> float:
         return math.hypot(x - self.goal[0], y - self.goal[1])
@@ -251,10 +258,7 @@ class HazardNavEnv(gym.Env):
         if self._background is None:
             X, Y = self._world_grid()
             img = np.full((*X.shape, 3), 240, dtype=np.uint8)
-            for cx, cy, r in self.hazards:
-                img[(X - cx) ** 2 + (Y - cy) ** 2 < r * r] = (220, 60, 50)
-            for x0, y0, x1, y1 in self.walls:
-                img[(X > x0) & (X < x1) & (Y > y0) & (Y < y1)] = (220, 60, 50)
+            img[self.hazard_mask(X, Y)] = (220, 60, 50)
             gx, gy = self.goal
             img[(X - gx) ** 2 + (Y - gy) ** 2 <= self.goal_radius**2] = (70, 180, 80)
             sx, sy = self.start

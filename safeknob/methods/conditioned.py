@@ -61,22 +61,15 @@ def conditioned_warmstart(ctx: BlendContext, model: Any, epochs: int = 5) -> Non
     """Behavioural cloning of both experts into the conditioned policy, each expert's
     demonstrations labelled with its own alpha (0 safe, 1 reckless): training starts with
     both routes at the ends of the knob."""
-    from imitation.data.types import TrajectoryWithRew
-
     from safeknob.rewards import bc_warmstart
     from safeknob.stages.collect_demos import load_role
 
-    base_space = make_vec_env(ctx.run.experiment.env, 1).observation_space
-    aug, space = augmenter(base_space)
-    trajs = []
-    for role, alpha in (("safe", 0.0), ("reckless", 1.0)):
-        for t in load_role(ctx.run, role)[0]:
-            obs = aug(np.asarray(t.obs), np.full(len(t.obs), alpha))
-            trajs.append(
-                TrajectoryWithRew(
-                    obs=obs, acts=t.acts, infos=None, terminal=t.terminal, rews=t.rews
-                )
-            )
+    aug, space = augmenter(model.get_env().venv.observation_space)  # the un-augmented env's
+    trajs = [
+        dataclasses.replace(t, obs=aug(np.asarray(t.obs), np.full(len(t.obs), alpha)))
+        for role, alpha in (("safe", 0.0), ("reckless", 1.0))
+        for t in load_role(ctx.run, role)[0]
+    ]
     bc_warmstart(model, trajs, space, model.action_space, ctx.seed, epochs)
 
 

@@ -266,7 +266,7 @@ def is_finished(job: Job) -> bool:
     return True
 
 
-def prepare(rc: RunConfig, specs: Sequence[str]) -> None:
+def prepare(rc: RunConfig, specs: Sequence[str], workers: int = 1) -> None:
     """Experts, demonstrations and the learned rewards the methods need, made once here."""
     from safeknob import rewards
     from safeknob.stages import collect_demos, train_experts
@@ -278,7 +278,7 @@ def prepare(rc: RunConfig, specs: Sequence[str]) -> None:
     collect_demos.run(collect_demos.CollectConfig(rc))
     if any(split_method(m)[1] == "airl" or m == "reward-mix" for m in specs):
         roles = ("reckless", "safe") if "reward-mix" in specs else ("reckless",)
-        rewards.run(rc, roles)
+        rewards.run(rc, roles, workers=workers)
 
 
 # ---------------------------------------------------------------------------- backends
@@ -298,7 +298,7 @@ def _run_local(jobs: list[Job], workers: int, update: Update) -> None:
     queue = list(jobs)
     while queue:
         n = min(workers, len(queue))
-        from safeknob.training import die_with_parent
+        from safeknob.training import abort_pool, die_with_parent
 
         pool = ProcessPoolExecutor(
             n,
@@ -330,21 +330,9 @@ def _run_local(jobs: list[Job], workers: int, update: Update) -> None:
                 running = sum(f.running() for f in pending)
                 update(None, min(running, n))
         except BaseException:  # Ctrl-C: stop now, do not let queued jobs start
-            _abort(pool)
+            abort_pool(pool)
             raise
         pool.shutdown(wait=True)
-
-
-def _abort(pool: Any) -> None:
-    """Cancel queued jobs and end this pool's workers (their unfinished folders are temporary
-    ``.tmp-*`` siblings that the next run removes)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
 
 
 def _run_ray(jobs: list[Job], sc: SweepConfig, update: Update) -> None:
@@ -401,7 +389,11 @@ def run(sc: SweepConfig) -> Path:
     t0 = time.perf_counter()
     jobs = plan(sc)
     for exp in sc.experiments:
-        prepare(RunConfig(exp, sc.data_dir, sc.force, sc.quiet), sc.methods or exp.blend.methods)
+        prepare(
+            RunConfig(exp, sc.data_dir, sc.force, sc.quiet),
+            sc.methods or exp.blend.methods,
+            sc.workers,
+        )
 
     results: list[JobResult] = []
     todo = []
