@@ -1,6 +1,7 @@
 """``make bench``: measured quality and speed, printed (never a pass/fail on wall time).
 
 * Expert quality on the default HazardGrid against the exact optimum and frontier.
+* The coin flip's exact frontier gap on the default HazardGrid (fails below ``MIN_GAP``).
 * HazardNav experts: cost ratio and goal-reach rate.
 * HazardNav env speed (steps/s, single thread).
 """
@@ -66,6 +67,20 @@ def grid_experts(data: Path) -> None:
         )
     console.print(t)
     console.print(f"both experts trained in {total:.0f} s (target <= 180 s)")
+
+
+def grid_frontier(data: Path) -> bool:
+    """The default grid's routes and the coin flip's exact gap (``safeknob frontier``), also
+    with the experts just trained. False when the exact mean gap is below ``MIN_GAP``."""
+    from safeknob.errors import UserError
+    from safeknob.stages import frontier
+
+    try:
+        frontier.run(RunConfig(load_experiment("hazard-grid"), data), min_gap=frontier.MIN_GAP)
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return False
+    return True
 
 
 def nav_experts(data: Path) -> None:
@@ -147,9 +162,12 @@ def main() -> None:
         f"HazardNav env: {steps_per_second(50_000):,.0f} steps/s (random actions, 1 thread)"
     )
     grid_experts(data)
+    gap_ok = grid_frontier(data)
     nav_experts(data)
     sweep_speedup(data)
     console.print(f"bench done in {time.perf_counter() - t0:.0f} s")
+    if not gap_ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -289,6 +289,24 @@ def evaluate(
     _guard(go)
 
 
+@app.command("frontier")
+def frontier(
+    experiment: ExperimentOpt = None,
+    data: DataOpt = DEFAULT_DATA,
+    min_gap: Annotated[
+        float | None,
+        typer.Option(
+            "--min-gap",
+            help="Exit non-zero when the coin flip's exact mean frontier gap is below this.",
+        ),
+    ] = None,
+) -> None:
+    """Print the exact frontier's routes and the coin flip's gap below it (no training)."""
+    from safeknob.stages import frontier as stage
+
+    _guard(lambda: stage.run(_run_config(experiment, data, False, False), min_gap))
+
+
 @app.command("report")
 def report(
     experiment: ExperimentOpt = None,

@@ -106,9 +106,10 @@ def test_unconstrained_lp_matches_value_iteration(default_model):
     np.testing.assert_allclose(p.occupancy.sum(axis=(1, 2)), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("budget", [1e-3, 1.0])
+@pytest.mark.parametrize("budget", [5e-3, 1.0])
 def test_lp_policy_evaluation_reproduces_lp(default_model, default_frontier, budget):
-    # 1e-3 is in the steep part of the default frontier (slope ~1700), 1.0 in the flat part.
+    # 5e-3 is in the steep part of the default frontier (min cost 0.0017, slope ~130), 1.0 in
+    # the flat part.
     m = default_model
     p = solve(m, budget)
     assert p.cost <= budget + 1e-8

@@ -29,8 +29,9 @@ Two ways to get R*:
 
 :class:`Frontier` packages either (default: the vertices) with interpolation, an exact
 per-budget LP method and a JSON round trip. Note that a uniform budget grid can be badly
-wrong: on the default HazardGrid R* rises from -1.0 to 0.47 over the first 0.001 of cost
-(slope ~1700) and then only to 0.82 over the remaining 3.3.
+wrong: on the default HazardGrid R* rises from -1.0 to 0.48 between costs 0.0017 and 0.013
+(slope ~130) and then only to 0.82 over the remaining 5.5 (the first HazardGrid map: slope
+~1700 over the first 0.001).
 """
 
 from __future__ import annotations
@@ -46,17 +47,22 @@ from scipy.optimize import linprog
 from safeknob.envs.model import TabularModel, evaluate_policy
 
 __all__ = [
+    "COIN_FLIP_ALPHAS",
+    "ChordGap",
     "Frontier",
     "FrontierPoint",
     "InfeasibleBudgetError",
+    "chord_gap",
+    "exact_experts",
     "fingerprint",
     "frontier_vertices",
+    "lagrangian_policy",
     "solve",
     "value_iteration",
 ]
 
 # HiGHS tolerances, tighter than its defaults (1e-7): the frontier is very steep near the
-# minimum cost (slope ~1e3 on the default grid), so a budget overrun of 1e-7 allowed by
+# minimum cost (slope 1e2 - 1e3 on the HazardGrid maps), so a budget overrun of 1e-7 allowed by
 # round-off would buy ~1e-4 of return. At 1e-10 the LP agrees with the exact frontier to ~1e-6.
 _HIGHS_OPTIONS = {
     "primal_feasibility_tolerance": 1e-10,
@@ -142,6 +148,24 @@ def _backward_induction(
         policy[t, rows, best] = 1.0
         V1 = Q1[rows, best]
     return float(np.asarray(model.mu, dtype=float) @ V1), policy
+
+
+def lagrangian_policy(model: TabularModel, lam: float) -> np.ndarray:
+    """A deterministic policy maximising ``return - lam * cost`` (ties: the higher return).
+
+    For ``lam`` between the slopes of R* either side of a frontier vertex this is the policy at
+    that vertex (see :func:`frontier_vertices`).
+
+    Args:
+        model: the tabular model.
+        lam: the Lagrange multiplier (reward units per cost unit), >= 0.
+
+    Returns:
+        One-hot time-dependent action probabilities, shape (horizon, n_states, n_actions).
+    """
+    R = np.asarray(model.R, dtype=float)
+    C = np.asarray(model.C, dtype=float)
+    return _backward_induction(model, R - float(lam) * C, R)[1]
 
 
 def frontier_vertices(model: TabularModel, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +359,7 @@ class Frontier:
         min_cost: the minimum achievable expected episode cost.
         max_cost: the least expected cost at which the unconstrained optimum is attained;
             R*(c) = ``optimum`` for every c >= max_cost. Ill-conditioned when R* is nearly
-            flat at the top (default HazardGrid: the last 1e-4 of cost buys 3e-10 of return).
+            flat at the top (the first default HazardGrid: the last 1e-4 of cost bought 3e-10 of return).
         optimum: the unconstrained optimal expected return.
         method: ``"vertices"`` or ``"lp"``, how the table was computed.
         model_id: :func:`fingerprint` of the model the frontier was computed for.
@@ -505,3 +529,108 @@ class Frontier:
             model_id=str(data["model_id"]),
             _model=model,
         )
+
+
+# ---------------------------------------------------------------------------- the coin flip's gap
+#: The interior knob values over which the coin flip's frontier gap is averaged (issue #16).
+COIN_FLIP_ALPHAS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True, eq=False)
+class ChordGap:
+    """How far the coin flip between two experts falls below the exact frontier.
+
+    The coin flip at knob ``alpha`` runs the reckless expert with probability ``alpha`` and the
+    safe one otherwise, so its (cost, return) is the point at ``alpha`` on the chord from the
+    safe expert to the reckless one. Its frontier gap is ``(R*(C) - R) / (R_reck - R_safe)``
+    (the same normalisation as :func:`safeknob.metrics.frontier_gap`): the room a knob has to
+    beat the coin flip.
+
+    Attributes:
+        safe: the safe expert's (expected cost, expected return) per episode.
+        reckless: the reckless expert's (expected cost, expected return) per episode.
+        alphas: knob values, shape (K,).
+        costs: the coin flip's expected cost at each alpha, shape (K,).
+        gaps: the coin flip's frontier gap at each alpha, shape (K,) (fractions of the
+            experts' return range).
+    """
+
+    safe: tuple[float, float]
+    reckless: tuple[float, float]
+    alphas: np.ndarray
+    costs: np.ndarray
+    gaps: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        """Mean gap over the alphas."""
+        return float(np.mean(self.gaps))
+
+    @property
+    def max(self) -> float:
+        """Largest gap over the alphas."""
+        return float(np.max(self.gaps))
+
+
+def chord_gap(
+    frontier: Frontier,
+    safe: tuple[float, float],
+    reckless: tuple[float, float],
+    alphas: tuple[float, ...] | np.ndarray = COIN_FLIP_ALPHAS,
+) -> ChordGap:
+    """The coin flip's frontier gap at each alpha (see :class:`ChordGap`).
+
+    Args:
+        frontier: the exact frontier R*.
+        safe: the safe expert's (cost, return), expected per episode.
+        reckless: the reckless expert's (cost, return), expected per episode.
+        alphas: knob values in [0, 1], shape (K,).
+
+    Returns:
+        The :class:`ChordGap`. Costs below the frontier's ``min_cost`` (only reachable by an
+        expert measured below it, i.e. sampling noise) are evaluated at ``min_cost``.
+
+    Raises:
+        ValueError: if the experts' returns are equal (the gap is normalised by their range).
+    """
+    a = np.asarray(alphas, dtype=float)
+    (cs, rs), (cr, rr) = (float(safe[0]), float(safe[1])), (float(reckless[0]), float(reckless[1]))
+    if abs(rr - rs) < 1e-12:
+        raise ValueError("the experts' returns are equal: the chord gap is undefined")
+    costs = cs + a * (cr - cs)
+    chord = rs + a * (rr - rs)
+    best = np.asarray(frontier(np.maximum(costs, frontier.min_cost)), dtype=float)
+    return ChordGap(
+        safe=(cs, rs), reckless=(cr, rr), alphas=a, costs=costs, gaps=(best - chord) / (rr - rs)
+    )
+
+
+def exact_experts(
+    frontier: Frontier, cost_limit: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The best experts an exact solver would train: ``(safe, reckless)`` (cost, return) pairs.
+
+    The reckless expert is the unconstrained optimum at its least cost ``(max_cost, optimum)``.
+    The safe expert is the best *deterministic* policy on the frontier within the cost limit:
+    the frontier vertex of highest return with cost <= ``cost_limit`` (experts are evaluated
+    deterministically; between two vertices R* is reached only by randomising between them).
+
+    Args:
+        frontier: an exact frontier (``method="vertices"``).
+        cost_limit: the safe expert's expected-cost limit per episode.
+
+    Returns:
+        ``((cost_safe, return_safe), (cost_reck, return_reck))``, expected per episode.
+
+    Raises:
+        InfeasibleBudgetError: if ``cost_limit`` is below the minimum achievable cost.
+    """
+    ok = frontier.costs <= cost_limit + _SLACK * max(1.0, abs(cost_limit))
+    if not ok.any():
+        raise InfeasibleBudgetError(
+            f"cost limit {cost_limit:.6g} is infeasible: the minimum achievable expected "
+            f"episode cost is {frontier.min_cost:.6g}"
+        )
+    i = int(np.argmax(np.where(ok, frontier.values, -np.inf)))
+    safe = (float(frontier.costs[i]), float(frontier.values[i]))
+    return safe, (float(frontier.max_cost), float(frontier.optimum))

@@ -23,8 +23,14 @@ from gymnasium import spaces
 
 from safeknob.envs.model import TabularModel
 
-# Start and goal on the bottom edge; a hazard mound on the straight route (3 cells of cost),
-# a thin hazard wall part-way up (cost 1 to cross), and a longer cost-free detour over the top.
+# The default map (issue #16), designed from the exact frontier so that the coin flip between
+# the experts is far from optimal. Start and goal on the bottom edge; three routes:
+#   * straight along the bottom through a 5-cell hazard mound (8 steps, cost ~5.5 with slip),
+#   * a thin 1-cell hazard wall crossed just above the mound (12 steps, cost ~1.3),
+#   * a cost-free detour over the top of the wall (22 steps, cost ~0.03 from slips).
+# The thin crossing buys 10 of the detour's 14 extra steps for ~1.3 units of cost, the mound
+# only the last 4 for ~4.2 more: R*(c) bows far above the chord (mean coin-flip gap 0.27 of the
+# experts' return range with the safe cost limit 0.1; ``safeknob frontier`` prints it).
 DEFAULT_LAYOUT: tuple[str, ...] = (
     ".........",
     ".........",
@@ -32,9 +38,9 @@ DEFAULT_LAYOUT: tuple[str, ...] = (
     "....H....",
     "....H....",
     "....H....",
-    "...HHH...",
-    "...HHH...",
-    "S..HHH..G",
+    "....H....",
+    "..HHHHH..",
+    "S.HHHHH.G",
 )
 
 MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # up, right, down, left
@@ -168,6 +174,26 @@ class HazardGridEnv(gym.Env):
         return TabularModel(P=P, R=R, C=C, mu=mu, horizon=self.horizon, terminal=terminal)
 
     # ------------------------------------------------------------------ helpers
+    def nominal_path(self, policy: np.ndarray) -> list[int]:
+        """The states a policy visits from the start when no action slips.
+
+        Args:
+            policy: action probabilities, shape (n_states, 4) or (horizon, n_states, 4); the
+                most probable action is taken at each step (ties: the lowest index).
+
+        Returns:
+            State indices from the start to the goal (or to the horizon), start included.
+        """
+        pi = np.asarray(policy)
+        s, path = self.start_state, [self.start_state]
+        for t in range(self.horizon):
+            if s == self.goal_state:
+                break
+            probs = pi[t] if pi.ndim == 3 else pi
+            s = int(self.next_state[s, int(np.argmax(probs[s]))])
+            path.append(s)
+        return path
+
     def cell_of(self, state: int) -> tuple[int, int]:
         """(row, col) of a state index."""
         r, c = self.cells[int(state)]
