@@ -141,21 +141,46 @@ def collect_demos(
         typer.Option(
             "--from",
             help="Import this imitation dataset (with costs) instead; minari:ID_OR_PATH for a "
-            "local Minari dataset.",
+            "local Minari dataset; hdf5:FILE for a DSRL/D4RL-layout file (the role's "
+            "episodes are selected from it, see --max-cost).",
         ),
     ] = None,
     role: Annotated[
         str | None, typer.Option("--role", help="With --from: safe or reckless.")
     ] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(
+            "--episodes",
+            min=1,
+            help="Episodes per role (default: the experiment's demos.episodes).",
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            min=0.0,
+            help="With --from hdf5: safe demonstrations are the highest-return episodes with "
+            "cost <= this (default: the experiment's experts.cost_limit).",
+        ),
+    ] = None,
 ) -> None:
     """Roll both experts out and save their demonstrations (per-step cost kept)."""
+    import dataclasses
+
     from safeknob.stages import collect_demos as stage
 
-    _guard(
-        lambda: stage.run(
-            stage.CollectConfig(_run_config(experiment, data, force, quiet), source, role)
-        )
-    )
+    def go():
+        rc = _run_config(experiment, data, force, quiet)
+        if episodes is not None:
+            exp = rc.experiment
+            rc = dataclasses.replace(
+                rc, experiment=exp.replace(demos=dataclasses.replace(exp.demos, episodes=episodes))
+            )
+        return stage.run(stage.CollectConfig(rc, source, role, max_cost))
+
+    _guard(go)
 
 
 @demos_app.command("info")
@@ -325,23 +350,43 @@ def demos_export(
         Path, typer.Argument(help="A demonstration folder, e.g. data/hazard-grid/demos/safe")
     ],
     dataset_id: Annotated[
-        str, typer.Option("--id", help="Minari dataset id, e.g. safeknob/hazard-grid/safe-v0")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Folder of local Minari datasets.")] = Path(
-        "data/minari"
-    ),
-    fmt: Annotated[str, typer.Option("--format", help="Export format (minari).")] = "minari",
+        str | None,
+        typer.Option("--id", help="Minari dataset id, e.g. safeknob/hazard-grid/safe-v0"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="minari: folder of local Minari datasets (default data/minari); hdf5: the "
+            "file to write (default data/hdf5/<experiment>-<role>.hdf5).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="minari, or hdf5 (the DSRL/D4RL layout).")
+    ] = "minari",
     force: ForceOpt = False,
 ) -> None:
-    """Export a demonstration dataset (per-step cost kept in the episode infos)."""
+    """Export a demonstration dataset (per-step cost kept)."""
     from safeknob.errors import UserError
 
     def go():
-        if fmt != "minari":
-            raise UserError(f"unknown export format {fmt!r}; supported: minari")
-        from safeknob import minari_io
+        if fmt == "hdf5":
+            from safeknob import hdf5_io
 
-        dest = minari_io.export(path, dataset_id, out, force=force)
+            dest = (
+                out or Path("data/hdf5") / f"{path.resolve().parent.parent.name}-{path.name}.hdf5"
+            )
+            dest = hdf5_io.export(path, dest, force=force)
+        elif fmt == "minari":
+            from safeknob import minari_io
+
+            if dataset_id is None:
+                raise UserError(
+                    "--format minari needs --id, e.g. --id safeknob/hazard-grid/safe-v0"
+                )
+            dest = minari_io.export(path, dataset_id, out or Path("data/minari"), force=force)
+        else:
+            raise UserError(f"unknown export format {fmt!r}; supported: minari, hdf5")
         console.print(f"exported {path} to {dest}")
         return dest
 

@@ -225,6 +225,18 @@ def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict, Agent]:
     return method, meta, agent
 
 
+def _reference(rc: RunConfig, role: str) -> tuple[str, float, float]:
+    """(label, return, cost) of one end of the knob: the trained expert's evaluation, or,
+    when the demonstrations were imported (``collect-demos --from``) and no expert was
+    trained, the imported demonstrations' means."""
+    path = rc.paths.expert(role) / "meta.json"
+    if path.is_file():
+        ev = json.loads(path.read_text())["evaluation"]
+        return f"expert-{role}", ev["return_mean"], ev["cost_mean"]
+    m = read_meta(rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json")
+    return f"demos-{role}", float(m["summary"]["return_mean"]), float(m["summary"]["cost_mean"])
+
+
 def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     """``safeknob blend --alpha A``: produce the agent, evaluate it briefly, show where it sits."""
     folder_root = run(bc)
@@ -237,9 +249,7 @@ def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     make = env_factory(rc.experiment.env)
     rows = []
     for role in ("safe", "reckless"):
-        meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())
-        ev = meta["evaluation"]
-        rows.append((f"expert-{role}", ev["return_mean"], ev["cost_mean"]))
+        rows.append(_reference(rc, role))
     res = rollout(agent, make, episodes, seed)
     r = bootstrap_ci(res.returns, seed=seed)
     c = bootstrap_ci(res.costs, seed=seed)
@@ -247,14 +257,14 @@ def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     table = Table(title=f"{folder_root.name} at alpha={alpha:g} ({episodes} episodes)")
     for col in ("agent", "return", "cost", "position"):
         table.add_column(col, justify="left" if col == "agent" else "right")
-    table.add_row("expert-safe", f"{rows[0][1]:.3f}", f"{rows[0][2]:.3f}", "0.00")
+    table.add_row(rows[0][0], f"{rows[0][1]:.3f}", f"{rows[0][2]:.3f}", "0.00")
     table.add_row(
         f"[bold]{folder_root.name} alpha={alpha:g}[/]",
         f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]",
         f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]",
         f"{position(c[0], experts):.2f}",
     )
-    table.add_row("expert-reckless", f"{rows[1][1]:.3f}", f"{rows[1][2]:.3f}", "1.00")
+    table.add_row(rows[1][0], f"{rows[1][1]:.3f}", f"{rows[1][2]:.3f}", "1.00")
     if not rc.quiet:
         console.print(table)
         console.print(f"saved in {folder}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob import data
+from safeknob import data, hdf5_io
 from safeknob.artifacts import (
     ROLES,
     ArtifactError,
@@ -52,6 +52,9 @@ class CollectConfig:
     """Import this imitation dataset instead of rolling the expert out."""
     role: str | None = None
     """Which expert the imported dataset belongs to (``safe`` or ``reckless``)."""
+    max_cost: float | None = None
+    """With ``hdf5:`` sources: the safe role's budget on an episode's cost (default: the
+    experiment's ``experts.cost_limit``)."""
 
 
 def _advance(progress: Any, task: Any, n: int) -> None:
@@ -158,15 +161,25 @@ def import_demos(cc: CollectConfig) -> Path:
     src = Path(cc.source)  # type: ignore[arg-type]
     fix = "record it with costs in infos[t]['cost'] or pick the matching --experiment"
     from_minari = str(cc.source).startswith("minari:")
+    from_hdf5 = str(cc.source).startswith("hdf5:")
+    selection = None
+    if cc.max_cost is not None and not from_hdf5:
+        raise UserError("--max-cost applies to --from hdf5:PATH only")
     try:
-        if from_minari:
+        if from_hdf5:
+            src = Path(str(cc.source)[len("hdf5:") :])
+            max_cost = rc.experiment.experts.cost_limit if cc.max_cost is None else cc.max_cost
+            trajs, selection = hdf5_io.load_selected(
+                src, cc.role, rc.experiment.demos.episodes, max_cost
+            )
+        elif from_minari:
             from safeknob import minari_io
 
             trajs = minari_io.load(str(cc.source)[len("minari:") :])
         else:
             trajs = data.load(src)
     except ArtifactError as exc:
-        if from_minari:
+        if from_minari or from_hdf5:
             raise
 
         reason = str(exc).split(";")[0]
@@ -180,9 +193,14 @@ def import_demos(cc: CollectConfig) -> Path:
     dest = rc.paths.demos(cc.role)
     if dest.exists() and not rc.force:
         raise ArtifactError(f"{dest} already exists; add --force to replace it")
+    if selection is not None and len(trajs) < rc.experiment.demos.episodes and not rc.quiet:
+        console.print(
+            f"[yellow]warning:[/] only {len(trajs)} episodes of {src} qualify as "
+            f"{cc.role} demonstrations ({rc.experiment.demos.episodes} wanted)"
+        )
     write_config(rc)
     with atomic_dir(dest) as tmp:
-        if from_minari:
+        if from_minari or from_hdf5:
             data.save(tmp, trajs)
         else:
             for f in src.iterdir():
@@ -194,8 +212,15 @@ def import_demos(cc: CollectConfig) -> Path:
             rc.experiment.seed,
             inputs={} if from_minari else {"source": src},
             role=cc.role,
-            source=str(cc.source) if from_minari else str(src.resolve()),
+            source=(
+                str(cc.source)
+                if from_minari
+                else f"hdf5:{src.resolve()}"
+                if from_hdf5
+                else str(src.resolve())
+            ),
             summary=summarize(trajs),
+            **({"selection": selection} if selection is not None else {}),
         )
         write_json(tmp / "manifest.json", manifest)
     if not rc.quiet:
