@@ -63,3 +63,15 @@ install-minari: install
 install-bullet: install
 	$(BIN)/pip install --quiet pybullet==3.2.7
 	$(BIN)/pip install --quiet --no-deps bullet-safety-gym==1.4.0
+
+# Safety-Gymnasium 1.0.0 (the last release) pins gymnasium==0.28.1 and pygame==2.1.0 (no cp311
+# wheel), so it is installed without its deps, beside what its single-agent tasks import
+# (mujoco==2.3.3 has a cp311 wheel and runs with our numpy). gymnasium-robotics, which it
+# imports only for its multi-agent tasks, is left out on purpose (it pins numpy<1.24 and, as a
+# gymnasium plugin, would be imported by every `import gymnasium`). Its import on Python 3.11
+# goes through safeknob.envs.safety_gymnasium (docstring: the two compatibility measures);
+# checked by tests/test_safety_gymnasium.py.
+.PHONY: install-safety-gymnasium
+install-safety-gymnasium: install
+	$(BIN)/pip install --quiet 'mujoco==2.3.3' 'imageio>=2.27' 'xmltodict>=0.13' 'pyyaml>=6.0'
+	$(BIN)/pip install --quiet --no-deps 'safety-gymnasium==1.0.0'

@@ -3,12 +3,15 @@
 * Expert quality on the default HazardGrid against the exact optimum and frontier.
 * The coin flip's exact frontier gap on the default HazardGrid (fails below ``MIN_GAP``).
 * HazardNav experts: cost ratio and goal-reach rate.
-* HazardNav env speed (steps/s, single thread).
+* Env speed (random actions, steps/s, single thread): HazardNav, and the optional
+  Bullet-Safety-Gym ``SafetyBallCircle-v0`` and Safety-Gymnasium
+  ``SafetyPointGoal1Gymnasium-v0`` when installed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +20,7 @@ import numpy as np
 from rich.table import Table
 
 from safeknob.config import load_experiment
-from safeknob.envs import make_env, tabular_model
+from safeknob.envs import EnvError, make_env, tabular_model
 from safeknob.envs.frontier import Frontier, value_iteration
 from safeknob.envs.hazard_nav import steps_per_second
 from safeknob.rollout import PolicyAgent, rollout
@@ -25,6 +28,47 @@ from safeknob.stages import train_experts
 from safeknob.stages.collect_demos import load_expert
 from safeknob.stages.common import RunConfig, console
 from safeknob.training import env_factory, set_threads
+
+OPTIONAL_ENVS = (
+    ("Bullet-Safety-Gym", "bullet_safety_gym:SafetyBallCircle-v0", "make install-bullet", 5_000),
+    (
+        "Safety-Gymnasium",
+        "safeknob.envs.safety_gymnasium:SafetyPointGoal1Gymnasium-v0",
+        "make install-safety-gymnasium",
+        3_000,
+    ),
+)
+
+
+def env_steps_per_second(env_id: str, n: int, seed: int = 0) -> float:
+    """Random-action env steps per second through ``make_env`` (cost adapter included;
+    construction excluded), resetting at episode ends."""
+    env = make_env(env_id)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    rate = n / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def env_speeds() -> None:
+    t = Table(title="Env speed (random actions, 1 thread, through make_env)")
+    for c in ("env", "id", "steps/s"):
+        t.add_column(c, justify="right")
+    t.add_row("HazardNav", "safeknob/HazardNav-v0", f"{steps_per_second(50_000):,.0f}")
+    for name, env_id, install, n in OPTIONAL_ENVS:
+        try:
+            rate = f"{env_steps_per_second(env_id, n):,.0f}"
+        except EnvError:
+            rate = f"not installed ({install})"
+        t.add_row(name, env_id.split(":")[-1], rate)
+    console.print(t)
+    console.print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def grid_experts(data: Path) -> None:
@@ -158,9 +202,7 @@ def main() -> None:
     set_threads()
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")
     t0 = time.perf_counter()
-    console.print(
-        f"HazardNav env: {steps_per_second(50_000):,.0f} steps/s (random actions, 1 thread)"
-    )
+    env_speeds()
     grid_experts(data)
     gap_ok = grid_frontier(data)
     nav_experts(data)

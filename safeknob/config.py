@@ -287,7 +287,10 @@ def quick(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg.replace(
         name=f"{cfg.name}-quick",
         experts=dataclasses.replace(
-            e, reckless_steps=e.reckless_steps // 4, safe_steps=e.safe_steps // 4, eval_episodes=200
+            e,
+            reckless_steps=e.reckless_steps // 4,
+            safe_steps=e.safe_steps // 4,
+            eval_episodes=min(e.eval_episodes, 200),
         ),
         demos=dataclasses.replace(cfg.demos, episodes=min(cfg.demos.episodes, 100)),
         blend=dataclasses.replace(
