@@ -109,3 +109,45 @@ def test_nav_paths_figure(tmp_path):
     path = tmp_path / "nav.png"
     report._save(fig, path)
     assert imread(path).shape[0] > 200
+
+
+def _synthetic_results(positions: dict[str, list[float]], alphas=(0.0, 0.5, 1.0)) -> pd.DataFrame:
+    """Experts at cost 0 and 10 (so cost = 10 * position) and one row per method and alpha."""
+    rows = [
+        {"method": "expert-safe", "alpha": np.nan, "seed": 0, "return_mean": 0.5,
+         "return_lo": 0.49, "return_hi": 0.51, "cost_mean": 0.0, "cost_lo": 0.0, "cost_hi": 0.0},
+        {"method": "expert-reckless", "alpha": np.nan, "seed": 0, "return_mean": 0.8,
+         "return_lo": 0.79, "return_hi": 0.81, "cost_mean": 10.0, "cost_lo": 9.9, "cost_hi": 10.1},
+    ]  # fmt: skip
+    for method, ps in positions.items():
+        for a, p in zip(alphas, ps, strict=True):
+            c = 10.0 * p
+            rows.append(
+                {"method": method, "alpha": a, "seed": 0, "return_mean": 0.5 + 0.3 * p,
+                 "return_lo": 0.49 + 0.3 * p, "return_hi": 0.51 + 0.3 * p, "cost_mean": c,
+                 "cost_lo": c - 0.2, "cost_hi": c + 0.2}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_knob_figure_clips_an_outlier_and_the_caption_lists_it(tmp_path):
+    results = _synthetic_results({"good": [0.0, 0.52, 1.0], "wild": [0.0, 8.35, -2.0]})
+    assert report.knob_outliers(results) == [("wild", 0.5, pytest.approx(8.35)),
+                                             ("wild", 1.0, pytest.approx(-2.0))]  # fmt: skip
+    fig = report.plot_knob(results, "x")
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    # The good method's 0.02 miss stays visible: the axis spans ~2.2, not ~10.
+    assert -0.7 <= lo < -0.5 and 1.5 < hi <= 1.7
+    labels = {t.get_text() for t in ax.texts}
+    assert {"8.35", "-2.00"} <= labels
+    assert "clipped" in ax.get_title()
+    for line in ax.lines:  # every drawn point is inside the axis
+        y = np.asarray(line.get_ydata(), dtype=float)
+        assert np.all((y >= lo) & (y <= hi))
+    report._save(fig, tmp_path / "knob.png")
+    assert imread(tmp_path / "knob.png")[..., :3].std() > 0.01
+    # Without an outlier nothing is clipped or annotated.
+    fig = report.plot_knob(_synthetic_results({"good": [0.0, 0.52, 1.0]}), "x")
+    assert "clipped" not in fig.axes[0].get_title()
+    assert report.knob_outliers(_synthetic_results({"good": [0.0, 0.52, 1.0]})) == []

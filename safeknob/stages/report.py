@@ -31,12 +31,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from safeknob.artifacts import ArtifactError, atomic_dir
-from safeknob.envs.frontier import Frontier
+from safeknob.envs.frontier import COIN_FLIP_ALPHAS, Frontier
 from safeknob.envs.hazard_grid import HazardGridEnv
 from safeknob.envs.hazard_nav import HazardNavEnv
 from safeknob.metrics import ExpertStats, position
 from safeknob.rollout import Agent, PolicyAgent, Rollouts, rollout
-from safeknob.stages import evaluate
+from safeknob.stages import evaluate, yardstick
 from safeknob.stages.common import RunConfig, console, toml_dumps
 
 STAGE = "report"
@@ -52,6 +52,8 @@ GRID_EPISODES = 100
 NAV_EPISODES = 20
 SUMMARY_TABLE_COLUMNS = [c for c in evaluate.SUMMARY_COLUMNS if c != "experiment"]
 INT_COLUMNS = {"n_alphas", "violations"}
+#: knob.png draws positions in this range; agents outside it are clipped, marked and captioned.
+KNOB_RANGE = (-0.5, 1.5)
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -267,40 +269,79 @@ def _scalar_mappable(cmap, norm):
 
 
 # ---------------------------------------------------------------------------- knob.png
+def _knob_positions(results: pd.DataFrame, method: str, ex: ExpertStats):
+    """Per-alpha (seeds averaged) alphas, positions and their CI bounds of one method."""
+    g = _per_alpha(_agents(results)[_agents(results).method == method])
+    p = np.array([position(c, ex) for c in g.cost_mean])
+    a = np.array([position(c, ex) for c in g.cost_lo])
+    b = np.array([position(c, ex) for c in g.cost_hi])
+    return g.alpha.to_numpy(), p, np.fmin(a, b), np.fmax(a, b)  # a reversed span swaps bounds
+
+
+def knob_outliers(results: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """Agents whose position lies outside ``KNOB_RANGE``: ``(method, alpha, position)``."""
+    ex = expert_stats(results)
+    out = []
+    for method in _methods(results):
+        alphas, p, _, _ = _knob_positions(results, method, ex)
+        for a, x in zip(alphas, p, strict=True):
+            if np.isfinite(x) and not KNOB_RANGE[0] <= x <= KNOB_RANGE[1]:
+                out.append((method, float(a), float(x)))
+    return out
+
+
 def plot_knob(results: pd.DataFrame, name: str) -> Figure:
-    """Requested alpha vs. realized position per method, with the identity line."""
+    """Requested alpha vs. realized position per method, with the identity line.
+
+    Positions outside ``KNOB_RANGE`` (one badly calibrated method would squash every other
+    curve to a line) are drawn at the edge of the range with an arrow pointing off the plot
+    and their value; :func:`knob_outliers` lists them for the caption."""
     fig = _figure()
     ax = fig.add_subplot()
     ex = expert_stats(results)
-    agents = _agents(results)
     methods = _methods(results)
     ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1.2, label="ideal: position = alpha")
     for y in (0.0, 1.0):
         ax.axhline(y, color="0.85", lw=0.8, zorder=0)
     ax.text(1.04, 0.0, "safe\nexpert", va="center", fontsize=8, color=SAFE_COLOR)
     ax.text(1.04, 1.0, "reckless\nexpert", va="center", fontsize=8, color=RECK_COLOR)
-    ok = False
+    ok = clipped = False
     width = 0.012
+    bottom, top = KNOB_RANGE
     for i, method in enumerate(methods):
-        g = _per_alpha(agents[agents.method == method])
-        p = np.array([position(c, ex) for c in g.cost_mean])
-        a = np.array([position(c, ex) for c in g.cost_lo])
-        b = np.array([position(c, ex) for c in g.cost_hi])
-        lo, hi = np.fmin(a, b), np.fmax(a, b)  # a reversed span swaps the bounds
+        alphas, p, lo, hi = _knob_positions(results, method, ex)
         if np.isfinite(p).any():
             ok = True
-        dodge = (i - (len(methods) - 1) / 2) * width
+        x = alphas + (i - (len(methods) - 1) / 2) * width
+        pc, loc, hic = (np.clip(v, bottom, top) for v in (p, lo, hi))
+        color = f"C{i}"
         ax.errorbar(
-            g.alpha + dodge,
-            p,
-            yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)],
+            x,
+            pc,
+            yerr=[np.clip(pc - loc, 0, None), np.clip(hic - pc, 0, None)],
             marker=METHOD_MARKERS[i % len(METHOD_MARKERS)],
-            color=f"C{i}",
+            color=color,
             ms=7,
             lw=1.4,
             capsize=3,
             label=method,
         )
+        for xi, yi in zip(x, p, strict=True):
+            if not np.isfinite(yi) or bottom <= yi <= top:
+                continue
+            clipped = True
+            edge, back = (top, -0.22) if yi > top else (bottom, 0.22)
+            ax.annotate(
+                f"{yi:.2f}",
+                xy=(xi, edge + (0.08 if yi > top else -0.08)),
+                xytext=(xi, edge + back),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=color,
+                arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2},
+                annotation_clip=False,
+            )
     if methods and not ok:
         ax.text(
             0.5,
@@ -310,10 +351,17 @@ def plot_knob(results: pd.DataFrame, name: str) -> Figure:
             transform=ax.transAxes,
             color="tab:red",
         )
+    if clipped:
+        ax.set_ylim(bottom - 0.1, top + 0.1)
+        for y in KNOB_RANGE:
+            ax.axhline(y, color="0.6", lw=0.8, ls=":", zorder=0)
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("requested alpha")
     ax.set_ylabel("realized position  (C - C_safe) / (C_reck - C_safe)")
-    ax.set_title(f"{name}: knob calibration (95% CIs of cost)")
+    title = f"{name}: knob calibration (95% CIs of cost)"
+    if clipped:
+        title += f"\npositions outside [{bottom:g}, {top:g}] clipped; arrows give the value"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     return fig
@@ -671,8 +719,30 @@ def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-def findings(summary: pd.DataFrame, has_frontier: bool) -> list[str]:
-    """Short generated statements about the methods (with numbers)."""
+def _ties(best: str, intervals: Sequence[yardstick.MethodInterval] | None) -> list[str]:
+    """Methods whose interval overlaps ``best``'s (no difference beyond the noise)."""
+    if not intervals:
+        return []
+    by = {m.method: m for m in intervals}
+    if best not in by or not math.isfinite(by[best].lo):
+        return []
+    return [
+        m.method
+        for m in intervals
+        if m.method != best and math.isfinite(m.lo) and not yardstick.separated(by[best], m)
+    ]
+
+
+def findings(
+    summary: pd.DataFrame,
+    has_frontier: bool,
+    intervals: Sequence[yardstick.MethodInterval] | None = None,
+) -> list[str]:
+    """Short generated statements about the methods (with numbers).
+
+    ``intervals`` (:func:`yardstick.method_intervals` of the frontier gap, or of the chord gain
+    without an exact model) decide when one method is called better than another: only when
+    their intervals are disjoint."""
     if summary.empty:
         return ["No blended method was evaluated yet; only the experts appear below."]
     s = summary.copy()
@@ -698,10 +768,20 @@ def findings(summary: pd.DataFrame, has_frontier: bool) -> list[str]:
     gap = s.dropna(subset=["frontier_gap_mean"]).sort_values("frontier_gap_mean", kind="stable")
     if not gap.empty:
         b = gap.iloc[0]
-        lead = "Its" if single else f"**{b.method}** is closest to the exact frontier, with"
+        ties = _ties(str(b.method), intervals)
+        if single:
+            lead = "Its"
+        elif ties:
+            lead = (
+                f"**{b.method}** has the smallest frontier gap, but not beyond the noise "
+                f"(its interval overlaps {', '.join(ties)}'s): the data do not rank them. Its"
+            )
+        else:
+            lead = f"**{b.method}** is closest to the exact frontier, with"
         text = (
-            f"{lead} mean frontier gap {'is ' if single else ''}{fmt(b.frontier_gap_mean)} (max "
-            f"{fmt(b.frontier_gap_max)}), as a fraction of the experts' return range"
+            f"{lead} mean frontier gap {'is ' if single or ties else ''}"
+            f"{fmt(b.frontier_gap_mean)} (max {fmt(b.frontier_gap_max)}), as a fraction of the "
+            "experts' return range"
         )
         others = [f"{r.method} {fmt(r.frontier_gap_mean)}" for _, r in gap.iloc[1:].iterrows()]
         out.append(text + (f"; others: {', '.join(others)}." if others else "."))
@@ -713,11 +793,16 @@ def findings(summary: pd.DataFrame, has_frontier: bool) -> list[str]:
         text = f"There is no frontier gap ({why})"
         if not chord.empty:
             b = chord.iloc[0]
-            who = (
-                "its mean chord gain is"
-                if single
-                else f"**{b.method}** has the best mean chord gain,"
-            )
+            ties = _ties(str(b.method), intervals)
+            if single:
+                who = "its mean chord gain is"
+            elif ties:
+                who = (
+                    f"**{b.method}** has the largest mean chord gain, not beyond the noise "
+                    f"(its interval overlaps {', '.join(ties)}'s),"
+                )
+            else:
+                who = f"**{b.method}** has the best mean chord gain,"
             text += (
                 f"; {who} {fmt(b.chord_gain_mean)} (return above the coin-flip "
                 "mixture at equal cost, as a fraction of the experts' return range)"
@@ -741,14 +826,17 @@ def findings(summary: pd.DataFrame, has_frontier: bool) -> list[str]:
     if undef:
         parts.append(f"Monotonicity undefined (fewer than 2 alphas): {', '.join(undef)}.")
     out.append(" ".join(parts))
-    out.extend(recommendation(s))
+    out.extend(recommendation(s, intervals))
     return out
 
 
-def recommendation(s: pd.DataFrame) -> list[str]:
+def recommendation(
+    s: pd.DataFrame, intervals: Sequence[yardstick.MethodInterval] | None = None
+) -> list[str]:
     """Which trained method to use: monotone (Spearman >= 0.95) and calibrated (error <= 0.1),
     then the smallest frontier gap (or the largest chord gain without an exact model).
-    ``mixture`` is the baseline and is not recommended: it stays on the chord."""
+    ``mixture`` is the baseline and is not recommended: it stays on the chord. Other eligible
+    methods whose ``intervals`` overlap the choice's are named as tied within the noise."""
     ok = s[
         (s.method != "mixture")
         & (s.spearman.fillna(-1) >= 0.95)
@@ -763,11 +851,100 @@ def recommendation(s: pd.DataFrame) -> list[str]:
     else:
         b = ok.sort_values("chord_gain_mean", ascending=False, kind="stable").iloc[0]
         why = f"chord gain {fmt(b.chord_gain_mean)}"
-    return [
+    eligible = set(ok.method.astype(str))
+    ties = [m for m in _ties(str(b.method), intervals) if m in eligible]
+    text = (
         f"Recommendation: **{b.method}**, the trained method that is monotone and calibrated "
         f"(Spearman {fmt(b.spearman)}, calibration error {fmt(b.calibration_error)}) with "
-        f"the best {why}."
-    ]
+        f"the best {why}"
+    )
+    if ties:
+        text += (
+            f"; {', '.join(ties)} {'is' if len(ties) == 1 else 'are'} as good within the noise "
+            "(overlapping per-agent 95% intervals), so calibration or cost may decide"
+        )
+    return [text + "."]
+
+
+def _run_alphas(results: pd.DataFrame, rc: RunConfig) -> list[float]:
+    alphas = sorted({float(a) for a in _agents(results).alpha.dropna()})
+    return alphas or [float(a) for a in rc.experiment.blend.alphas]
+
+
+def yardstick_section(
+    doc: Document,
+    rc: RunConfig,
+    results: pd.DataFrame,
+    frontier: Frontier | None,
+    experts: ExpertStats,
+) -> list[yardstick.MethodInterval]:
+    """The report's opening: how much room the experts leave a knob (the coin flip's exact
+    frontier gap, or on HazardNav the estimated best chord gain) and each method's share of it,
+    with noise intervals (:mod:`safeknob.stages.yardstick`). Returns the intervals the findings
+    rank methods by (frontier gap, or chord gain without an exact model)."""
+    doc.heading("Yardstick")
+    agents = _agents(results)
+    alphas = _run_alphas(results, rc)
+    gains = yardstick.method_intervals(agents, experts, "chord_gain")
+    by_gain = {m.method: m for m in gains}
+    noise = (
+        "A method is called better than another only when their intervals are disjoint; an "
+        "interval comes from each agent's 95% bootstrap intervals of return and cost (the "
+        "agents' errors taken as fully correlated, so it is wide rather than narrow)."
+    )
+
+    def iv(m: yardstick.MethodInterval | None) -> str:
+        return "n/a" if m is None else f"{fmt(m.mean)} [{fmt(m.lo)}, {fmt(m.hi)}]"
+
+    flip = yardstick.coin_flip(frontier, experts, alphas) if frontier is not None else None
+    if frontier is not None and flip is not None:
+        gaps = yardstick.method_intervals(agents, experts, "frontier_gap", frontier)
+        inner = yardstick.coin_flip(frontier, experts, COIN_FLIP_ALPHAS)
+        room = flip.mean
+        doc.para(
+            "Flipping a coin between the experts (the `mixture` baseline) puts an agent on their "
+            f"chord; over this run's {len(alphas)} alphas the exact frontier is on average "
+            f"**{fmt(room)}** of the experts' return range above it (max {fmt(flip.max)}"
+            + (f"; {fmt(inner.mean)} over alphas 0.1 .. 0.9" if inner is not None else "")
+            + "). That is the room a knob has: frontier gap 0 takes all of it, a gap of "
+            f"{fmt(room)} none (`safeknob frontier` prints it for the exact experts). " + noise
+        )
+        rows = []
+        for m in gaps:
+            share = 1.0 - m.mean / room if room > 1e-12 else math.nan
+            rows.append([m.method, iv(m), fmt(share), iv(by_gain.get(m.method))])
+        if rows:
+            doc.table(
+                ["method", "frontier gap [interval]", "share of the room taken",
+                 "chord gain [interval]"],
+                rows,
+            )  # fmt: skip
+        return gaps
+    nav = yardstick.nav_best_gain(rc, alphas)
+    if nav is not None:
+        best = nav[0]
+        doc.para(
+            "This env has no exact model. Its value-iteration estimate "
+            "(`experiments/nav_frontier.py`, cached in `cache/nav_frontier.json`) puts the best "
+            f"mean chord gain over this run's {len(alphas)} alphas at **{best:+.3f}** of the "
+            "experts' return range: the room a knob has above the coin flip (chord gain 0). The "
+            "estimate's routes are slightly worse than trained agents' (0.01-0.03 of return), "
+            "so read it as a scale, not a bound. " + noise
+        )
+        rows = [
+            [m.method, iv(m), f"{best:+.3f}", fmt(m.mean / best) if best > 1e-12 else "n/a"]
+            for m in gains
+        ]
+        if rows:
+            doc.table(["method", "chord gain [interval]", "estimated best", "share of it"], rows)
+        return gains
+    doc.para(
+        "This env has no exact model and no frontier estimate: a chord gain of 0 is the coin "
+        "flip between the experts, above 0 is better. " + noise
+    )
+    if gains:
+        doc.table(["method", "chord gain [interval]"], [[m.method, iv(m)] for m in gains])
+    return gains
 
 
 def build_document(
@@ -788,8 +965,10 @@ def build_document(
         "steps per episode."
     )
 
+    intervals = yardstick_section(doc, rc, results, frontier, experts)
+
     doc.heading("Findings")
-    doc.bullets(findings(summary, frontier is not None))
+    doc.bullets(findings(summary, frontier is not None, intervals))
 
     doc.heading("Summary per method")
     if summary.empty:
@@ -842,10 +1021,18 @@ def build_document(
     )
     doc.heading("Knob calibration", 3)
     doc.image("knob.png", "requested alpha vs. realized position")
+    outliers = knob_outliers(results)
     doc.para(
         "Position 0 is the safe expert's cost, 1 the reckless expert's "
         f"(C_safe = {fmt(experts.cost_safe)}, C_reck = {fmt(experts.cost_reck)}); a calibrated "
         "knob sits on the dashed identity line."
+        + (
+            f" Drawn clipped to [{KNOB_RANGE[0]:g}, {KNOB_RANGE[1]:g}] (arrows): "
+            + ", ".join(f"{m} at alpha {a:.2f} (position {fmt(x)})" for m, a, x in outliers)
+            + "."
+            if outliers
+            else ""
+        )
     )
     doc.heading("Trajectories", 3)
     if has_trajectories:
