@@ -68,7 +68,7 @@ def test_coin_flip_room_and_method_intervals():
     assert [m.method for m in gains] == ["onfrontier", "near", "chord"]
     assert gains[0].mean == pytest.approx(0.55) and gains[-1].mean == pytest.approx(0.0)
     with pytest.raises(ValueError):
-        yardstick.method_intervals(agents, EXPERTS, "calibration")
+        yardstick.method_intervals(agents, EXPERTS, "spearman")
 
 
 def test_findings_call_a_method_better_only_beyond_the_noise():
@@ -150,3 +150,15 @@ def test_nav_best_gain_is_computed_once_and_cached(tmp_path, monkeypatch):
     assert f"**{best:+.3f}**" in md and "estimated best" in md and "budget-env" in md
     assert [m.method for m in gains] == ["budget-env"]
     assert len(calls) == 2  # from the cache
+
+
+def test_calibration_intervals():
+    # Experts at cost 0 and 4: position = cost / 4. Cost 2.04 +- 0.01 at alpha 0.5:
+    # position 0.51 in [0.5075, 0.5125], error 0.01 in [0.0075, 0.0125].
+    agents = _agents({"a": [(0.5, 0.5, 2.04)], "b": [(0.5, 0.5, 2.0)]})
+    cal = yardstick.method_intervals(agents, EXPERTS, "calibration")
+    assert [m.method for m in cal] == ["b", "a"]
+    b, a = cal
+    assert (a.mean, a.lo, a.hi) == pytest.approx((0.01, 0.0075, 0.0125))
+    assert (b.mean, b.lo, b.hi) == pytest.approx((0.0, 0.0, 0.0025))  # alpha inside the CI
+    assert yardstick.separated(a, b)

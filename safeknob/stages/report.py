@@ -737,12 +737,13 @@ def findings(
     summary: pd.DataFrame,
     has_frontier: bool,
     intervals: Sequence[yardstick.MethodInterval] | None = None,
+    calibration: Sequence[yardstick.MethodInterval] | None = None,
 ) -> list[str]:
     """Short generated statements about the methods (with numbers).
 
     ``intervals`` (:func:`yardstick.method_intervals` of the frontier gap, or of the chord gain
-    without an exact model) decide when one method is called better than another: only when
-    their intervals are disjoint."""
+    without an exact model) and ``calibration`` (of the calibration error) decide when one
+    method is called better than another: only when their intervals are disjoint."""
     if summary.empty:
         return ["No blended method was evaluated yet; only the experts appear below."]
     s = summary.copy()
@@ -756,9 +757,15 @@ def findings(
     else:
         b = cal.iloc[0]
         lead = "Only one method was evaluated, " if single else ""
+        ties = _ties(str(b.method), calibration)
+        best = (
+            " is best calibrated, with"
+            if not ties
+            else f" has the lowest calibration error, within the noise of {', '.join(ties)}:"
+        )
         text = (
             f"{lead}**{b.method}**"
-            + (":" if single else " is best calibrated, with")
+            + (":" if single else best)
             + f" calibration error {fmt(b.calibration_error)} (mean |position - alpha| over "
             f"{_fmt_int(b.n_alphas)} alphas; max {fmt(b.calibration_max)})"
         )
@@ -967,8 +974,9 @@ def build_document(
 
     intervals = yardstick_section(doc, rc, results, frontier, experts)
 
+    calibration = yardstick.method_intervals(_agents(results), experts, "calibration")
     doc.heading("Findings")
-    doc.bullets(findings(summary, frontier is not None, intervals))
+    doc.bullets(findings(summary, frontier is not None, intervals, calibration))
 
     doc.heading("Summary per method")
     if summary.empty:

@@ -92,18 +92,19 @@ def method_intervals(
     metric: str,
     frontier: Frontier | None = None,
 ) -> list[MethodInterval]:
-    """Per-method mean of ``"frontier_gap"`` or ``"chord_gain"`` with its noise interval.
+    """Per-method mean of ``"frontier_gap"``, ``"chord_gain"`` or ``"calibration"`` (the
+    calibration error ``|position - alpha|``) with its noise interval.
 
     Args:
         agents: the blended agents' rows of ``eval/results.csv`` (columns method, alpha,
             return_mean/lo/hi, cost_mean/lo/hi).
         experts: the experts' measured means.
-        metric: ``"frontier_gap"`` (needs ``frontier``) or ``"chord_gain"``.
+        metric: ``"frontier_gap"`` (needs ``frontier``), ``"chord_gain"`` or ``"calibration"``.
         frontier: the exact frontier.
 
     Returns:
         One :class:`MethodInterval` per method (nan when undefined), sorted best first (lowest
-        gap / highest gain).
+        gap or calibration error / highest gain).
     """
     span = experts.return_span
     if not math.isfinite(span) or abs(span) < 1e-12 or agents.empty:
@@ -125,16 +126,26 @@ def method_intervals(
             chord = experts.return_safe + (c - experts.cost_safe) / c_span * span
             return (r - chord) / span
 
+    elif metric == "calibration":
+        c_span = experts.cost_span
+        if not math.isfinite(c_span) or abs(c_span) < 1e-12:
+            return []
     else:
-        raise ValueError(f"metric must be 'frontier_gap' or 'chord_gain', got {metric!r}")
+        raise ValueError(
+            f"metric must be 'frontier_gap', 'chord_gain' or 'calibration', got {metric!r}"
+        )
     cols = ["return_mean", "return_lo", "return_hi", "cost_mean", "cost_lo", "cost_hi"]
     out = []
     for method, df in agents.groupby(agents.method.astype(str), sort=True):
         per_alpha = df.groupby("alpha", as_index=False)[cols].mean()
         mids, los, his = [], [], []
         for _, r in per_alpha.iterrows():
-            mids.append(f(r.return_mean, r.cost_mean))
-            lo, hi = _bounds(f, r.return_lo, r.return_hi, r.cost_lo, r.cost_hi)
+            if metric == "calibration":
+                mid, lo, hi = _calibration(r, experts)
+            else:
+                mid = f(r.return_mean, r.cost_mean)
+                lo, hi = _bounds(f, r.return_lo, r.return_hi, r.cost_lo, r.cost_hi)
+            mids.append(mid)
             los.append(lo)
             his.append(hi)
         out.append(
@@ -142,8 +153,18 @@ def method_intervals(
                 str(method), float(np.mean(mids)), float(np.mean(los)), float(np.mean(his))
             )
         )
-    sign = 1.0 if metric == "frontier_gap" else -1.0
+    sign = -1.0 if metric == "chord_gain" else 1.0
     return sorted(out, key=lambda m: (math.isnan(m.mean), sign * m.mean if m.mean == m.mean else 0))
+
+
+def _calibration(r: pd.Series, experts: ExpertStats) -> tuple[float, float, float]:
+    """``|position - alpha|`` of one agent and its range over the cost interval."""
+    a = float(r.alpha)
+    ends = [(float(c) - experts.cost_safe) / experts.cost_span for c in (r.cost_lo, r.cost_hi)]
+    p_lo, p_hi = min(ends), max(ends)
+    mid = abs((float(r.cost_mean) - experts.cost_safe) / experts.cost_span - a)
+    lo = 0.0 if p_lo <= a <= p_hi else min(abs(p_lo - a), abs(p_hi - a))
+    return mid, lo, max(abs(p_lo - a), abs(p_hi - a))
 
 
 def separated(a: MethodInterval, b: MethodInterval) -> bool:
