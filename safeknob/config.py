@@ -149,7 +149,17 @@ class RewardsConfig:
     airl_steps: int = 300_000
     """Generator env steps of AIRL per learned reward."""
     check_steps: int = 200_000
-    """Env steps of the fresh PPO that re-optimizes a learned reward (0: skip the check)."""
+    """Env steps of the fresh PPO that re-optimizes a learned reward (0: skip the check; the
+    reward is then marked unchecked and methods use it with a warning)."""
+    cost_tolerance: float = 0.2
+    """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
+    the experts' cost gap |C_reck - C_safe| of its own expert's cost."""
+    return_tolerance: float = 0.05
+    """... and its mean return within this fraction of the experts' return scale
+    max(|R_reck|, |R_safe|) of its own expert's return."""
+    terminal_tolerance: float = 0.1
+    """... and the fraction of its episodes that end in a terminal state (the goal) at most
+    this much below its expert's demonstrations' fraction."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     ):
         if val < 0:
             raise ConfigError(f"{key} must be >= 0 (0: the ppo setting), got {val}")
+    r = cfg.rewards
+    for key, val in (
+        ("rewards.cost_tolerance", r.cost_tolerance),
+        ("rewards.return_tolerance", r.return_tolerance),
+        ("rewards.terminal_tolerance", r.terminal_tolerance),
+    ):
+        if not val > 0:  # also rejects NaN
+            raise ConfigError(f"{key} must be > 0, got {val}")
     return cfg
 
 

@@ -45,6 +45,84 @@ STAGE = "learn-rewards"
 FIX = "safeknob learn-rewards"
 
 
+class RewardCheckError(ArtifactError):
+    """A learned reward failed its re-optimization check (the gate): no method trains on it."""
+
+
+def check_status(meta: dict[str, Any]) -> str:
+    """``"passed"``, ``"failed"`` or ``"unchecked"`` (``check_steps = 0``) for a reward's
+    meta.json; a meta.json without a gate verdict (an older run) counts as failed."""
+    chk = meta.get("check")
+    if isinstance(chk, dict) and chk.get("skipped"):
+        return "unchecked"
+    if isinstance(chk, dict) and chk.get("passed") is True:
+        return "passed"
+    return "failed"
+
+
+def demo_stats(trajs: list[TrajectoryWithRew]) -> dict[str, float]:
+    """Mean episode return and cost, and the fraction of episodes ending in a terminal state,
+    of one expert's demonstrations."""
+    from safeknob import data
+
+    return {
+        "return_mean": float(np.mean([np.sum(t.rews) for t in trajs])),
+        "cost_mean": float(np.mean([np.sum(data.costs(t)) for t in trajs])),
+        "terminal_rate": float(np.mean([bool(t.terminal) for t in trajs])),
+    }
+
+
+def gate(
+    check: dict[str, Any], cfg: Any, expert_evals: dict[str, dict[str, Any]], role: str
+) -> list[str]:
+    """The re-optimization gate: what is wrong with ``check`` (empty list: it passed).
+
+    ``check`` holds the fresh PPO's results and its expert's (``expert_return``,
+    ``expert_cost``, ``expert_terminal_rate``); ``expert_evals`` both experts' mean return
+    and cost (their demonstrations). Scales come from the data, not from the env: the cost
+    tolerance is ``cfg.cost_tolerance * |C_reck - C_safe|``, the return tolerance
+    ``cfg.return_tolerance * max(|R_reck|, |R_safe|)``, and the PPO's fraction of episodes
+    ending in a terminal state may be at most ``cfg.terminal_tolerance`` below its
+    expert's."""
+    ev = expert_evals
+    c_gap = abs(ev["reckless"]["cost_mean"] - ev["safe"]["cost_mean"])
+    r_scale = max(abs(ev["reckless"]["return_mean"]), abs(ev["safe"]["return_mean"]))
+    c_tol = cfg.cost_tolerance * max(c_gap, 1e-9)
+    r_tol = cfg.return_tolerance * max(r_scale, 1e-9)
+    cost, ret = check["ppo_cost"][0], check["ppo_return"][0]
+    out = []
+    if abs(cost - check["expert_cost"]) > c_tol:
+        out.append(
+            f"cost {cost:.3g} vs the expert's {check['expert_cost']:.3g} (tolerance {c_tol:.3g})"
+        )
+    if abs(ret - check["expert_return"]) > r_tol:
+        out.append(
+            f"return {ret:.3g} vs the expert's {check['expert_return']:.3g} (tolerance {r_tol:.3g})"
+        )
+    need = check["expert_terminal_rate"] - cfg.terminal_tolerance
+    if check["ppo_terminal_rate"] < need:
+        out.append(
+            f"{check['ppo_terminal_rate']:.0%} of episodes reach a terminal state vs "
+            f"{check['expert_terminal_rate']:.0%} in the demonstrations"
+        )
+    check.update(cost_tolerance=c_tol, return_tolerance=r_tol)
+    return out
+
+
+def require_usable(rc: RunConfig, role: str) -> dict[str, Any]:
+    """The role's reward meta.json, if a method may train on it. Raises
+    :class:`RewardCheckError` when the reward failed its re-optimization check, ArtifactError
+    (naming ``safeknob learn-rewards``) when it is missing."""
+    meta = read_meta(rc.paths.rewards(role), STAGE, FIX)
+    if check_status(meta) == "failed":
+        raise RewardCheckError(
+            f"the learned {role} reward in {rc.paths.rewards(role)} failed its re-optimization "
+            f"check, so no method trains on it; see `{FIX} --role {role}` for why, and "
+            f"re-learn it (`{FIX} --force`) with more rewards.airl_steps or demos.episodes"
+        )
+    return meta
+
+
 # ---------------------------------------------------------------------------- fixed horizon
 def env_horizon(env: gym.Env) -> int:
     base = env.unwrapped
@@ -324,10 +402,14 @@ def load_reward(rc: RunConfig, role: str) -> tuple[BasicShapedRewardNet, dict[st
     return net, {**meta, "standardize": stats}, env.observation_space
 
 
-def learned_reward_fn(rc: RunConfig, role: str) -> Callable[..., np.ndarray]:
+def learned_reward_fn(rc: RunConfig, role: str, checked: bool = True) -> Callable[..., np.ndarray]:
     """``reward_fn(obs, acts, next_obs, dones)`` for CostPenaltyVecEnv: the role's learned
     reward g(s'), standardized with the mean/std over the union of both demonstration sets.
-    Raises ArtifactError naming ``safeknob learn-rewards`` when missing."""
+    Raises ArtifactError naming ``safeknob learn-rewards`` when missing and
+    :class:`RewardCheckError` when it failed its re-optimization check (unless ``checked`` is
+    False: the check itself uses the reward before it has a verdict)."""
+    if checked:
+        require_usable(rc, role)
     net, meta, space = load_reward(rc, role)
     mu, sd = float(meta["standardize"]["mean"]), float(meta["standardize"]["std"])
 
@@ -394,7 +476,10 @@ def run(
     demos = {r: load_role(rc, r)[0] for r in ("safe", "reckless")}
     config = {**stage_config(exp, "env", "ppo", "demos", "rewards"), "steps": steps}
     todo = [
-        r for r in roles if not up_to_date(rc.paths.rewards(r) / "meta.json", config, rc.force, FIX)
+        r
+        for r in roles
+        if not up_to_date(rc.paths.rewards(r) / "meta.json", config, rc.force, FIX)
+        or reward_status(rc, r) == "failed"  # a reward that failed the gate is never up to date
     ]
     if workers >= 2 and len(todo) >= 2:
         _run_parallel(rc, todo, steps, check_steps, config, workers)
@@ -404,7 +489,34 @@ def run(
                 learn_role(rc, role, steps, check_steps, config, demos, progress)
     if not rc.quiet:
         print_checks(rc, roles, console)
+    failed = [r for r in roles if reward_status(rc, r) == "failed"]
+    if failed:
+        why = "; ".join(
+            f"{r}: "
+            + (json.loads((rc.paths.rewards(r) / "meta.json").read_text()).get("check") or {}).get(
+                "failure", "no verdict (its check did not finish)"
+            )
+            for r in failed
+        )
+        raise RewardCheckError(
+            f"learned reward failed its re-optimization check (a fresh PPO on it does not "
+            f"reproduce its expert) - {why}; no method will train on it: re-learn it with "
+            f"more rewards.airl_steps or demos.episodes (`{FIX} --force`)"
+        )
+    unchecked = [r for r in roles if reward_status(rc, r) == "unchecked"]
+    if unchecked and not rc.quiet:
+        console.print(
+            f"[yellow]learned rewards not checked (rewards.check_steps = 0): {', '.join(unchecked)}"
+        )
     return rc.paths.root / "rewards"
+
+
+def reward_status(rc: RunConfig, role: str) -> str:
+    """ "passed", "failed", "unchecked" or "missing" for the role's learned reward."""
+    try:
+        return check_status(json.loads((rc.paths.rewards(role) / "meta.json").read_text()))
+    except (OSError, json.JSONDecodeError):
+        return "missing"
 
 
 def learn_role(
@@ -440,11 +552,21 @@ def learn_role(
                 **facts,
             ),
         )
+    # The folder is complete but has no verdict yet: until the check below writes one it
+    # counts as failed (an interrupted check is redone, and no method uses the reward).
     if check_steps:
-        check = reoptimize(rc, role, check_steps, progress)
-        meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
-        meta["check"] = check
-        write_json(rc.paths.rewards(role) / "meta.json", meta)
+        # The expert's behaviour is its demonstrations (all a user with recordings has).
+        evals = {r: demo_stats(demos[r]) for r in ("reckless", "safe")}
+        check = reoptimize(rc, role, check_steps, progress, evals[role])
+        failures = gate(check, exp.rewards, evals, role)
+        check["passed"] = not failures
+        if failures:
+            check["failure"] = "PPO " + ", ".join(failures)
+    else:
+        check = {"skipped": True}
+    meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
+    meta["check"] = check
+    write_json(rc.paths.rewards(role) / "meta.json", meta)
 
 
 # ---------------------------------------------------------------------------- parallel roles
@@ -561,31 +683,41 @@ def _run_parallel(
             raise error
 
 
-def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str, Any]:
+def reoptimize(
+    rc: RunConfig, role: str, steps: int, progress, expert: dict[str, float]
+) -> dict[str, Any]:
     """Train a fresh PPO on the learned reward (absorbing env) and measure it under the true
-    reward and cost, next to the expert; with a tabular model also the exact optimum of the
-    learned reward (value iteration)."""
+    reward and cost, next to ``expert`` (:func:`demo_stats` of its demonstrations); with a
+    tabular model also the exact optimum of the learned reward (value iteration)."""
     from safeknob.lagrangian import CostPenaltyVecEnv
     from safeknob.metrics import bootstrap_ci
     from safeknob.rollout import PolicyAgent, rollout
     from safeknob.training import ProgressCallback, build_ppo, env_factory
 
     exp = rc.experiment
-    fn = learned_reward_fn(rc, role)
+    fn = learned_reward_fn(rc, role, checked=False)
     venv = CostPenaltyVecEnv(
         DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs), reward_fn=fn
     )
     model = build_ppo(venv, exp.ppo, exp.seed + 11)
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model.learn(steps, callback=ProgressCallback(progress, task))
-    res = rollout(PolicyAgent(model, True), env_factory(exp.env), exp.eval.episodes, exp.eval.seed)
-    expert_meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())["evaluation"]
+    res = rollout(
+        PolicyAgent(model, True),
+        env_factory(exp.env),
+        exp.eval.episodes,
+        exp.eval.seed,
+        record=True,
+    )
     out: dict[str, Any] = {
         "ppo_steps": steps,
         "ppo_return": bootstrap_ci(res.returns, seed=0),
         "ppo_cost": bootstrap_ci(res.costs, seed=0),
-        "expert_return": expert_meta["return_mean"],
-        "expert_cost": expert_meta["cost_mean"],
+        "ppo_terminal_rate": float(np.mean([e.terminal for e in res.episodes])),
+        "episodes": int(len(res.returns)),
+        "expert_return": expert["return_mean"],
+        "expert_cost": expert["cost_mean"],
+        "expert_terminal_rate": expert["terminal_rate"],
     }
     env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
     model_t = tabular_model(env)
@@ -612,15 +744,19 @@ def reoptimize(rc: RunConfig, role: str, steps: int, progress=None) -> dict[str,
 def print_checks(rc: RunConfig, roles, console) -> None:
     from rich.table import Table
 
-    t = Table(title="Learned rewards, re-optimized (true return and cost)")
+    t = Table(
+        title="Learned rewards, re-optimized (true return and cost; expert: its demonstrations)"
+    )
     for c in (
         "reward",
         "expert return",
         "expert cost",
         "PPO return",
         "PPO cost",
+        "PPO terminal",
         "exact return",
         "exact cost",
+        "gate",
     ):
         t.add_column(c, justify="right")
     for role in roles:
@@ -628,11 +764,13 @@ def print_checks(rc: RunConfig, roles, console) -> None:
         if not p.is_file():
             continue
         chk = json.loads(p.read_text()).get("check")
-        if not chk:
+        if not chk or chk.get("skipped"):
             continue
         t.add_row(
             role, f"{chk['expert_return']:.3f}", f"{chk['expert_cost']:.2f}",
             f"{chk['ppo_return'][0]:.3f}", f"{chk['ppo_cost'][0]:.2f}",
+            f"{chk.get('ppo_terminal_rate', float('nan')):.0%}",
             f"{chk.get('exact_return', float('nan')):.3f}", f"{chk.get('exact_cost', float('nan')):.2f}",
+            "pass" if chk.get("passed") else "[red]FAIL",
         )  # fmt: skip
     console.print(t)

@@ -60,23 +60,33 @@ def test_parallel_rewards_are_the_serial_ones(trained_root, tmp_path, monkeypatc
 
 
 def test_a_failing_role_fails_as_it_does_serially(trained_root, tmp_path):
-    """The safe expert's meta.json is gone: its check fails in its worker. The CLI prints the
-    serial run's one line; the reckless reward is complete, nothing temporary is left."""
-    exp = write_experiment(tmp_path, rewards={"airl_steps": 1024, "check_steps": 512})
+    """Both roles fail the re-optimization gate (tolerances nothing meets), in their workers.
+    The CLI prints the serial run's one line; both rewards' files are complete with a failed
+    verdict, nothing temporary is left."""
+    exp = write_experiment(
+        tmp_path,
+        rewards={
+            "airl_steps": 1024,
+            "check_steps": 512,
+            "cost_tolerance": 1e-9,
+            "return_tolerance": 1e-9,
+        },
+    )
     lines, states = [], []
     for workers in (1, 2):
         root = tmp_path / f"w{workers}"
         shutil.copytree(trained_root, root)
-        (root / EXP / "experts" / "safe" / "meta.json").unlink()
         res = invoke(
             "--no-tensorboard", "learn-rewards", "-q", "-e", exp, "--data", root,
             "--role", "reckless", "--role", "safe", "--workers", workers,
         )  # fmt: skip
-        line = assert_user_error(res, "experts/safe/meta.json")
+        line = assert_user_error(res, "re-optimization check", "reckless: PPO", "safe: PPO")
         lines.append(line.replace(str(root), "ROOT"))
         folder = root / EXP / "rewards"
         states.append(sorted(str(p.relative_to(folder)) for p in folder.rglob("*")))
-        assert "check" in json.loads((folder / "reckless" / "meta.json").read_text())
+        for role in ROLES:
+            meta = json.loads((folder / role / "meta.json").read_text())
+            assert rewards.check_status(meta) == "failed"
     assert lines[0] == lines[1]
     assert states[0] == states[1]
     assert not [s for s in states[1] if s.startswith(".")], states[1]

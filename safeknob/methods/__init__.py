@@ -8,6 +8,15 @@ from safeknob.methods.base import BlendContext, Method
 
 METHODS = ("mixture", "bc-mix", "reward-mix", "budget", "conditioned")
 REWARDS = ("airl", "env")
+SUPPORTED_REWARDS: dict[str, tuple[str, ...]] = {
+    "mixture": (),
+    "bc-mix": (),
+    "reward-mix": ("airl",),
+    "budget": ("airl", "env"),
+    "conditioned": ("env",),
+}
+"""The ``--reward`` values each method implements (empty: it takes no reward; it blends
+the experts' agents or demonstrations directly)."""
 
 
 def get_method(name: str, reward: str | None = None) -> Method:
@@ -20,6 +29,17 @@ def get_method(name: str, reward: str | None = None) -> Method:
         raise UserError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}")
     if reward is not None and reward not in REWARDS:
         raise UserError(f"unknown reward source {reward!r}; choose from {', '.join(REWARDS)}")
+    supported = SUPPORTED_REWARDS[name]
+    if reward is not None and reward not in supported:
+        what = f"supports --reward {' or '.join(supported)}" if supported else "takes no --reward"
+        raise UserError(
+            f"method {name!r} {what}, got --reward {reward}"
+            + (
+                " (conditioned on learned rewards is not implemented yet)"
+                if name == "conditioned"
+                else ""
+            )
+        )
     if name == "mixture":
         from safeknob.methods.mixture import MixtureMethod
 

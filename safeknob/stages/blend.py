@@ -129,11 +129,16 @@ def run(bc: BlendRunConfig) -> Path:
         )
     ]
     needs = getattr(method, "needs_rewards", ())
-    missing = [r for r in needs if not (rc.paths.rewards(r) / "meta.json").is_file()]
-    if todo and missing:
-        # Learned rewards are shared inputs: make them here, once, before any fan-out.
-        from safeknob import rewards
+    from safeknob import rewards
 
+    # Missing rewards are learned here, once, before any fan-out; a reward that failed its
+    # re-optimization check stops the stage (the same seed would fail the same way again).
+    missing = [r for r in needs if rewards.reward_status(rc, r) == "missing"]
+    if todo:
+        for r in needs:
+            if r not in missing:
+                rewards.require_usable(rc, r)
+    if todo and missing:
         if not rc.quiet:
             console.print(
                 f"{method.name} needs learned rewards ({', '.join(missing)}): running "

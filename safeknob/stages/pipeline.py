@@ -45,10 +45,19 @@ def run(pc: PipelineConfig) -> Path:
     train_experts.run(rc)
     console.rule(f"[bold]{exp.name}: demonstrations")
     collect_demos.run(collect_demos.CollectConfig(rc))
-    if any(split_method(m.removesuffix(CAL))[1] == "airl" or m == "reward-mix" for m in methods):
+    gate_error: rewards.RewardCheckError | None = None
+    if any(needs_rewards(m) for m in methods):
         console.rule(f"[bold]{exp.name}: learned rewards")
         roles = ("reckless", "safe")
-        rewards.run(rc, roles, workers=pc.workers)
+        try:
+            rewards.run(rc, roles, workers=pc.workers)
+        except rewards.RewardCheckError as exc:
+            # The gate: no method trains on a reward that failed its check. The other
+            # methods still run; the pipeline fails at the end with this line.
+            gate_error = exc
+            skipped = [m for m in methods if needs_rewards(m)]
+            console.print(f"[red]{exc}[/red]\nskipping {', '.join(skipped)}")
+            methods = tuple(m for m in methods if not needs_rewards(m))
     # "<method>+cal": train <method> raw, evaluate it, fit its calibration map, then train
     # the agents asked through the map (blends/<method>+cal/).
     calibrated = [m.removesuffix(CAL) for m in methods if m.endswith(CAL)]
@@ -76,7 +85,15 @@ def run(pc: PipelineConfig) -> Path:
     console.rule(f"[bold]{exp.name}: report")
     out = report.run(rc)
     console.print(f"{exp.name} done in {time.perf_counter() - t0:.0f} s: {out}")
+    if gate_error is not None:
+        raise gate_error
     return out
+
+
+def needs_rewards(spec: str) -> bool:
+    """True for a method spec that trains on learned rewards (budget-airl, reward-mix)."""
+    base = spec.removesuffix(CAL)
+    return split_method(base)[1] == "airl" or base == "reward-mix"
 
 
 def experiments_to_reproduce() -> list[ExperimentConfig]:
@@ -91,9 +108,18 @@ def reproduce(
     workers: int = 1,
 ) -> list[Path]:
     """Run every experiment marked ``reproduce = true``."""
-    outs = []
+    from safeknob.rewards import RewardCheckError
+
+    outs, gate_errors = [], []
     for exp in experiments_to_reproduce():
         if quick_mode:
             exp = quick(exp)
-        outs.append(run(PipelineConfig(RunConfig(exp, data_dir, force, quiet), workers=workers)))
+        try:
+            outs.append(
+                run(PipelineConfig(RunConfig(exp, data_dir, force, quiet), workers=workers))
+            )
+        except RewardCheckError as exc:  # its other methods ran; go on with the next one
+            gate_errors.append(f"{exp.name}: {exc}")
+    if gate_errors:
+        raise RewardCheckError(" | ".join(gate_errors))
     return outs

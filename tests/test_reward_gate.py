@@ -1,0 +1,150 @@
+"""The re-optimization check of learned rewards is a gate: a reward whose fresh PPO does not
+reproduce its expert fails `learn-rewards` (one line, non-zero exit, not up to date), and no
+method trains on it. Same seed, same learned reward."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+
+import pytest
+import torch as th
+from conftest import tiny_config
+from test_cli import EXP, assert_user_error, invoke, write_experiment
+
+from safeknob import rewards
+from safeknob.errors import UserError
+from safeknob.methods import get_method
+from safeknob.stages import blend
+from safeknob.stages.common import RunConfig
+
+EVALS = {
+    "reckless": {"return_mean": 0.8, "cost_mean": 3.0},
+    "safe": {"return_mean": 0.7, "cost_mean": 1.0},
+}
+TOL = types.SimpleNamespace(cost_tolerance=0.2, return_tolerance=0.05, terminal_tolerance=0.1)
+
+
+def _check(ret: float, cost: float, terminal: float = 1.0) -> dict:
+    return {
+        "ppo_return": [ret, ret, ret],
+        "ppo_cost": [cost, cost, cost],
+        "ppo_terminal_rate": terminal,
+        "expert_return": 0.7,
+        "expert_cost": 1.0,
+        "expert_terminal_rate": 1.0,
+    }
+
+
+def test_gate_scales_come_from_the_experts():
+    # cost tolerance 0.2 x |3 - 1| = 0.4; return tolerance 0.05 x 0.8 = 0.04
+    assert rewards.gate(_check(0.69, 1.39), TOL, EVALS, "safe") == []
+    assert "cost 1.41" in rewards.gate(_check(0.69, 1.41), TOL, EVALS, "safe")[0]
+    assert "return 0.75" in rewards.gate(_check(0.75, 1.0), TOL, EVALS, "safe")[0]
+    assert "terminal" in rewards.gate(_check(0.7, 1.0, terminal=0.85), TOL, EVALS, "safe")[0]
+    # The reckless route re-optimized from the safe reward (the issue's failure) fails.
+    failures = rewards.gate(_check(0.80, 3.38), TOL, EVALS, "safe")
+    assert len(failures) == 2
+
+
+def test_status_of_a_reward():
+    assert rewards.check_status({"check": {"passed": True}}) == "passed"
+    assert rewards.check_status({"check": {"passed": False}}) == "failed"
+    assert rewards.check_status({"check": {"skipped": True}}) == "unchecked"
+    assert rewards.check_status({}) == "failed"  # no verdict: an interrupted check
+
+
+def test_a_failed_check_fails_the_stage_and_every_method_refuses(trained_root, tmp_path):
+    # Tolerances no reward can meet: the gate must stop it.
+    exp = write_experiment(
+        tmp_path,
+        rewards={
+            "airl_steps": 1024,
+            "check_steps": 512,
+            "cost_tolerance": 1e-9,
+            "return_tolerance": 1e-9,
+        },
+    )
+    root = tmp_path / "data"
+    shutil.copytree(trained_root, root)
+    res = invoke(
+        "--no-tensorboard", "learn-rewards", "-q", "-e", exp, "--data", root, "--workers", 1
+    )
+    line = assert_user_error(res, "re-optimization check")
+    assert "reckless" in line
+    folder = root / EXP / "rewards" / "reckless"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["check"]["passed"] is False and meta["check"]["failure"].startswith("PPO ")
+    # Not up to date: running it again redoes the work (and fails again, same seed).
+    mtime = (folder / "reward_net.pt").stat().st_mtime_ns
+    res = invoke(
+        "--no-tensorboard", "learn-rewards", "-q", "-e", exp, "--data", root, "--workers", 1
+    )
+    assert_user_error(res, "re-optimization check")
+    assert (folder / "reward_net.pt").stat().st_mtime_ns != mtime
+    # Every learned-reward method refuses to train on it.
+    for method in (("--method", "budget", "--reward", "airl"), ("--method", "reward-mix")):
+        res = invoke(
+            "--no-tensorboard", "blend", "-q", "-e", exp, "--data", root, *method,
+            "--alpha", "0.5",
+        )  # fmt: skip
+        assert_user_error(res, "failed its re-optimization check")
+    assert not (root / EXP / "blends").exists() or not any((root / EXP / "blends").rglob("*.zip"))
+
+
+def test_the_reward_fn_refuses_a_failed_reward(pipeline_root):
+    rc = RunConfig(experiment=tiny_config(), data_dir=pipeline_root, quiet=True)
+    rewards.run(rc, ("reckless",), steps=512, check_steps=0)
+    assert rewards.reward_status(rc, "reckless") == "unchecked"
+    rewards.learned_reward_fn(rc, "reckless")  # unchecked: usable
+    meta_path = rc.paths.rewards("reckless") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["check"] = {"passed": False, "failure": "PPO cost 9 vs the expert's 1"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(rewards.RewardCheckError, match="failed its re-optimization check"):
+        rewards.learned_reward_fn(rc, "reckless")
+    with pytest.raises(rewards.RewardCheckError):
+        blend.run(blend.BlendRunConfig(rc, "budget", (0.5,), "airl"))
+
+
+def test_same_seed_same_learned_reward(trained_root, tmp_path):
+    """AIRL twice from scratch on the tiny grid (BC warm start, discriminator batches,
+    generator PPO): the saved nets are equal to the last bit."""
+    nets = []
+    for k in range(2):
+        root = tmp_path / f"r{k}"
+        shutil.copytree(trained_root, root)
+        rc = RunConfig(experiment=tiny_config(), data_dir=root, quiet=True, tensorboard=False)
+        rewards.run(rc, ("safe",), steps=1024, check_steps=0, workers=1)
+        folder = rc.paths.rewards("safe")
+        nets.append(th.load(folder / "reward_net.pt", map_location="cpu", weights_only=True))
+        nets[-1]["_std"] = (folder / "standardize.json").read_bytes()
+    assert nets[0].keys() == nets[1].keys()
+    for key in nets[0]:
+        if key == "_std":
+            assert nets[0][key] == nets[1][key]
+        else:
+            assert th.equal(nets[0][key], nets[1][key]), key
+
+
+@pytest.mark.parametrize(
+    ("method", "reward", "needle"),
+    [
+        ("conditioned", "airl", "conditioned on learned rewards is not implemented"),
+        ("bc-mix", "airl", "takes no --reward"),
+        ("reward-mix", "env", "supports --reward airl"),
+    ],
+)
+def test_an_unsupported_reward_is_one_error(method, reward, needle):
+    with pytest.raises(UserError, match=needle):
+        get_method(method, reward)
+
+
+def test_conditioned_airl_on_the_command_line(tmp_path, trained_root):
+    exp = write_experiment(tmp_path)
+    res = invoke(
+        "blend", "-q", "-e", exp, "--data", trained_root, "--method", "conditioned",
+        "--reward", "airl", "--alpha", "0.5",
+    )  # fmt: skip
+    assert_user_error(res, "not implemented")
