@@ -151,6 +151,11 @@ class RewardsConfig:
     check_steps: int = 200_000
     """Env steps of the fresh PPO that re-optimizes a learned reward (0: skip the check; the
     reward is then marked unchecked and methods use it with a warning)."""
+    generator_term: str = "auto"
+    """The AIRL discriminator's generator term: "transition" (log-probability of the observed
+    transition; needs a tabular model), "absorbing" (Discriminator-Actor-Critic style: log
+    pi(a|s), 0 on absorbing steps; no model), "absorbing-centered" (plus the policy's
+    entropy), or "auto" (transition where a tabular model exists, else absorbing)."""
     cost_tolerance: float = 0.2
     """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
     the experts' cost gap |C_reck - C_safe| of its own expert's cost."""
@@ -289,6 +294,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if val < 0:
             raise ConfigError(f"{key} must be >= 0 (0: the ppo setting), got {val}")
     r = cfg.rewards
+    terms = ("auto", "transition", "absorbing", "absorbing-centered")
+    if r.generator_term not in terms:
+        raise ConfigError(
+            f"rewards.generator_term must be one of {', '.join(terms)}, got {r.generator_term!r}"
+        )
     for key, val in (
         ("rewards.cost_tolerance", r.cost_tolerance),
         ("rewards.return_tolerance", r.return_tolerance),

@@ -175,20 +175,106 @@ def absorbing_factory(env_cfg: EnvConfig) -> Callable[[], gym.Env]:
 
 
 def pad(traj: TrajectoryWithRew, horizon: int, noop: Any) -> TrajectoryWithRew:
-    """Pad a terminated trajectory with absorbing steps to exactly ``horizon`` transitions."""
+    """Pad a terminated trajectory with absorbing steps to exactly ``horizon`` transitions
+    (observation repeated, action ``noop``, reward and cost 0, ``info["absorbing"] = True``).
+
+    Raises ArtifactError for an episode longer than ``horizon`` and for a time-out
+    (``terminal=False``) shorter than it: padding a time-out would teach AIRL that the
+    episode reached an absorbing goal."""
     n = len(traj.acts)
-    if n >= horizon:
+    if n > horizon:
+        raise ArtifactError(
+            f"a demonstration episode has {n} steps, more than the env's horizon {horizon}: "
+            "AIRL needs fixed-horizon episodes; record the demonstrations with this env "
+            "(`safeknob collect-demos --force`) or set the env's horizon"
+        )
+    if n == horizon:
         return traj
+    if not traj.terminal:
+        raise ArtifactError(
+            f"a demonstration episode ended by time-out after {n} steps, before the env's "
+            f"horizon {horizon}: it cannot be padded as if it had reached the goal; record "
+            "whole episodes (`safeknob collect-demos --force`) or set the env's horizon"
+        )
     k = horizon - n
     tobs = np.asarray(traj.obs)
     obs = np.concatenate([tobs, np.repeat(tobs[-1:], k, axis=0)])
     acts = np.concatenate([traj.acts, np.repeat(np.asarray([noop]), k, axis=0)])
-    infos = np.concatenate([np.asarray(traj.infos, dtype=object), np.array([{"cost": 0.0}] * k)])
+    own = np.empty(n, dtype=object)
+    own[:] = [dict(x) for x in traj.infos] if traj.infos is not None else [{} for _ in range(n)]
+    absorbing = np.empty(k, dtype=object)
+    absorbing[:] = [{"cost": 0.0, "absorbing": True} for _ in range(k)]
+    infos = np.concatenate([own, absorbing])
     rews = np.concatenate([traj.rews, np.zeros(k)])
     return TrajectoryWithRew(obs=obs, acts=acts, infos=infos, terminal=True, rews=rews)
 
 
 # ---------------------------------------------------------------------------- AIRL
+def absorbing_mask(infos: Any) -> np.ndarray:
+    """Which transitions of a sampled batch are absorbing steps (``info["absorbing"]``)."""
+    return np.array([bool(isinstance(i, dict) and i.get("absorbing")) for i in infos], dtype=bool)
+
+
+class AbsorbingAIRL(AIRL):
+    """AIRL with absorbing-state handling in the style of Kostrikov et al.,
+    "Discriminator-Actor-Critic" (ICLR 2019), needing no transition model.
+
+    imitation's logit is ``f(s, a, s') - log pi(a|s)``. On an absorbing step (after the goal,
+    until the fixed horizon: ``info["absorbing"]``, set by :class:`AbsorbingWrapper` and
+    :func:`pad`) the next state does not depend on the action, so the generator's
+    log-probability of the observed *transition* is ``log 1 = 0``; with ``log pi(a|s)``
+    instead, the learned reward there is pinned near ``-log |A|`` (discrete) or a density
+    (Gaussian) and maximizing it loiters. This subclass sets the generator term to 0 on
+    absorbing steps; the absorbing state's reward ``g`` is then learned like any other.
+
+    With ``center_entropy`` the generator term elsewhere is ``log pi(a|s) + H(pi(.|s))``:
+    it has mean 0 under the generator at every state, so a state's learned reward does not
+    carry the generator's entropy there (a Gaussian's log-density is an arbitrary offset
+    against the absorbing steps' 0). The shift is a function of the state only, so AIRL's
+    state-only reward absorbs it. Default off (see experiments/NOTES.md).
+    """
+
+    def __init__(self, *, center_entropy: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.center_entropy = center_entropy
+
+    def _make_disc_train_batches(
+        self, *, gen_samples: Any = None, expert_samples: Any = None
+    ) -> Any:
+        from imitation.data import types as imit_types
+
+        # Draw the samples here (as the parent would, same order) to see their infos.
+        if expert_samples is None:
+            expert_samples = self._next_expert_batch()
+        if gen_samples is None:
+            if self._gen_replay_buffer.size() == 0:
+                raise RuntimeError("No generator samples for training. Call `train_gen()` first.")
+            gen_samples = imit_types.dataclass_quick_asdict(
+                self._gen_replay_buffer.sample(self.demo_batch_size)
+            )
+        m_exp = absorbing_mask(expert_samples["infos"])
+        m_gen = absorbing_mask(gen_samples["infos"])
+        mb = self.demo_minibatch_size
+        batches = super()._make_disc_train_batches(
+            gen_samples=gen_samples, expert_samples=expert_samples
+        )
+        for k, batch in enumerate(batches):
+            mask = th.as_tensor(
+                np.concatenate([m_exp[k * mb : (k + 1) * mb], m_gen[k * mb : (k + 1) * mb]])
+            )
+            logp = batch["log_policy_act_prob"].clone()
+            if self.center_entropy:
+                with th.no_grad():
+                    policy: Any = self.policy
+                    state = batch["state"]
+                    if isinstance(self.venv.observation_space, gym.spaces.Discrete):
+                        state = state.argmax(-1).float()  # the policy takes the index
+                    ent = policy.get_distribution(state).entropy()
+                logp = logp + ent.reshape(logp.shape)
+            logp[mask] = 0.0
+            yield {**batch, "log_policy_act_prob": logp}
+
+
 class TransitionAIRL(AIRL):
     """AIRL whose discriminator subtracts ``log sum_a pi(a|s) P(s'|s, a)``, the generator's
     log-probability of the observed transition, instead of ``log pi(a|s)`` (tabular envs)."""
@@ -292,10 +378,12 @@ def train_airl(
             format_strs=["tensorboard"] if tb is not None else [],
         )
         kwargs["log_dir"] = logdir
-        if model is not None:
+        term = generator_term(exp.rewards.generator_term, model is not None)
+        if term == "transition":
+            assert model is not None
             trainer: AIRL = TransitionAIRL(transition=model.P, **kwargs)
         else:
-            trainer = AIRL(**kwargs)
+            trainer = AbsorbingAIRL(center_entropy=term == "absorbing-centered", **kwargs)
         done = [0]
 
         def cb(_round: int) -> None:
@@ -313,7 +401,24 @@ def train_airl(
         quiet_tqdm = functools.partial(tqdm.tqdm, disable=True)
         with mock.patch("imitation.algorithms.adversarial.common.tqdm.tqdm", quiet_tqdm):
             trainer.train(steps, callback=cb)
-    return net, {"horizon": horizon, "transition_logit": model is not None, "demos": len(trajs)}
+    return net, {"horizon": horizon, "generator_term": term, "demos": len(trajs)}
+
+
+GENERATOR_TERMS = ("auto", "transition", "absorbing", "absorbing-centered")
+
+
+def generator_term(setting: str, tabular: bool) -> str:
+    """The discriminator's generator term for ``rewards.generator_term``: ``"transition"``
+    (needs a tabular model) or the model-free ``"absorbing"`` / ``"absorbing-centered"``
+    (:class:`AbsorbingAIRL`); ``"auto"`` takes the transition term where a model exists."""
+    if setting == "auto":
+        return "transition" if tabular else "absorbing"
+    if setting == "transition" and not tabular:
+        raise ArtifactError(
+            "rewards.generator_term = 'transition' needs an env with a tabular model; use "
+            "'absorbing' (no model needed) or 'auto'"
+        )
+    return setting
 
 
 def bc_warmstart(

@@ -148,3 +148,53 @@ def test_conditioned_airl_on_the_command_line(tmp_path, trained_root):
         "--reward", "airl", "--alpha", "0.5",
     )  # fmt: skip
     assert_user_error(res, "not implemented")
+
+
+# ---------------------------------------------------------------------------- bad demonstrations
+def _traj(n: int, terminal: bool):
+    import numpy as np
+    from imitation.data.types import TrajectoryWithRew
+
+    return TrajectoryWithRew(
+        obs=np.arange(n + 1),
+        acts=np.zeros(n, dtype=np.int64),
+        infos=np.array([{"cost": 0.0}] * n),
+        terminal=terminal,
+        rews=np.zeros(n),
+    )
+
+
+def test_pad_marks_absorbing_steps():
+    out = rewards.pad(_traj(3, terminal=True), horizon=5, noop=0)
+    assert len(out.acts) == 5 and list(out.obs) == [0, 1, 2, 3, 3, 3]
+    assert list(rewards.absorbing_mask(out.infos)) == [False, False, False, True, True]
+    assert rewards.pad(_traj(5, terminal=False), horizon=5, noop=0).terminal is False
+
+
+def test_pad_refuses_a_long_episode_and_a_short_time_out():
+    from safeknob.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match="more than the env's horizon 5"):
+        rewards.pad(_traj(6, terminal=True), horizon=5, noop=0)
+    with pytest.raises(ArtifactError, match="time-out after 3 steps"):
+        rewards.pad(_traj(3, terminal=False), horizon=5, noop=0)
+
+
+def test_no_fixed_horizon_is_one_line():
+    import gymnasium as gym
+
+    from safeknob.artifacts import ArtifactError
+
+    env = gym.make("CartPole-v1", max_episode_steps=None)
+    env.spec.max_episode_steps = None  # type: ignore[union-attr]
+    with pytest.raises(ArtifactError, match="fixed-horizon env"):
+        rewards.env_horizon(env)
+
+
+def test_model_free_discriminator_runs_on_the_grid(pipeline_root):
+    """The Discriminator-Actor-Critic-style term (no transition table) on the tiny grid."""
+    exp = tiny_config(rewards={"generator_term": "absorbing-centered", "check_steps": 0})
+    rc = RunConfig(experiment=exp, data_dir=pipeline_root, quiet=True, tensorboard=False)
+    rewards.run(rc, ("reckless",), steps=1024)
+    meta = json.loads((rc.paths.rewards("reckless") / "meta.json").read_text())
+    assert meta["generator_term"] == "absorbing-centered"
