@@ -25,6 +25,7 @@ test-all: install
 lint: install
 	$(BIN)/ruff check safeknob tests
 	$(BIN)/ruff format --check safeknob tests
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py
 
 format: install
 	$(BIN)/ruff format safeknob tests

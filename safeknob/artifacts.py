@@ -25,12 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from safeknob.errors import ArtifactError
+
 SCHEMA_VERSION = 1
 ROLES = ("reckless", "safe")
-
-
-class ArtifactError(RuntimeError):
-    """A required artifact is missing, corrupt, or from the wrong stage/schema."""
 
 
 class DiskFullError(ArtifactError):
@@ -267,3 +265,37 @@ def read_meta(folder: Path, stage: str, fix: str, name: str = "meta.json") -> di
             f"re-run `{fix} --force`"
         )
     return meta
+
+
+def stage_config(exp: Any, *sections: str) -> dict[str, Any]:
+    """The parts of an experiment config (an ``ExperimentConfig``) an artifact depends on,
+    recorded in its meta for up-to-date checks."""
+    full = exp.to_dict()
+    out = {"name": exp.name, "seed": exp.seed}
+    for s in sections:
+        out[s] = full[s]
+    return out
+
+
+def up_to_date(meta_path: Path, config: dict[str, Any], force: bool, fix: str) -> bool:
+    """True when an artifact exists with the same config (skip the work).
+
+    Raises ArtifactError when it exists with a different config and ``force`` is False.
+    """
+    if force or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # corrupt: redo
+    if normalize(meta.get("config")) == normalize(config):
+        return True
+    raise ArtifactError(
+        f"{meta_path.parent} was made with a different config; re-run with `{fix} --force` "
+        "to replace it"
+    )
+
+
+def normalize(x: Any) -> Any:
+    """``x`` as JSON would give it back (sorted keys, tuples as lists): comparable to a meta."""
+    return json.loads(json.dumps(x, sort_keys=True, default=str))

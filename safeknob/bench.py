@@ -10,24 +10,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
-from safeknob.config import load_experiment
+from safeknob.config import RunConfig, load_experiment
 from safeknob.envs import EnvError, make_env, tabular_model
 from safeknob.envs.frontier import Frontier, value_iteration
 from safeknob.envs.hazard_nav import steps_per_second
-from safeknob.rollout import PolicyAgent, rollout
-from safeknob.stages import train_experts
-from safeknob.stages.collect_demos import load_expert
-from safeknob.stages.common import RunConfig, console
-from safeknob.training import env_factory, set_threads
+from safeknob.errors import UserError
+from safeknob.evaluation.rollout import PolicyAgent, rollout
+from safeknob.rl.training import env_factory, set_threads
+from safeknob.stages import frontier, sweep, train_experts
+from safeknob.stages.common import console
+from safeknob.store import ExperimentStore
 
 OPTIONAL_ENVS = (
     ("Bullet-Safety-Gym", "bullet_safety_gym:SafetyBallCircle-v0", "make install-bullet", 5_000),
@@ -116,9 +120,6 @@ def grid_experts(data: Path) -> None:
 def grid_frontier(data: Path) -> bool:
     """The default grid's routes and the coin flip's exact gap (``safeknob frontier``), also
     with the experts just trained. False when the exact mean gap is below ``MIN_GAP``."""
-    from safeknob.errors import UserError
-    from safeknob.stages import frontier
-
     try:
         frontier.run(RunConfig(load_experiment("hazard-grid"), data), min_gap=frontier.MIN_GAP)
     except UserError as exc:
@@ -137,7 +138,7 @@ def nav_experts(data: Path) -> None:
         t.add_column(c, justify="right")
     costs = {}
     for role in ("reckless", "safe"):
-        model, meta = load_expert(rc, role)
+        model, meta = ExperimentStore(rc).expert(role)
         res = rollout(PolicyAgent(model, True), env_factory(exp.env), 500, exp.eval.seed)
         reached = float(np.mean(res.lengths < horizon))
         costs[role] = float(res.costs.mean())
@@ -161,13 +162,6 @@ def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
     """Wall time of the same sweep (budget-env, ``n_alphas`` alphas, ``steps`` each, then the
     evaluation) with 1 and with 2 workers, each in a fresh copy of the experts and
     demonstrations. Other processes on the machine skew it: the load average is printed."""
-    import dataclasses
-    import os
-    import shutil
-    import tempfile
-
-    from safeknob.stages import sweep
-
     src = RunConfig(load_experiment("hazard-grid"), data)
     exp = src.experiment
     exp = exp.replace(blend=dataclasses.replace(exp.blend, steps=steps))

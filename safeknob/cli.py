@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from safeknob import hdf5_io, minari_io
+from safeknob.config import EvalConfig, RunConfig, apply_overrides, load_experiment, quick
+from safeknob.errors import SafeknobError, UserError
+from safeknob.methods import REGISTRY, REWARD_SOURCES, check_specs, get_method
+from safeknob.rl.training import set_threads
+from safeknob.stages import blend as blend_stage
+from safeknob.stages import calibrate as calibrate_stage
+from safeknob.stages import collect_demos as collect_stage
+from safeknob.stages import evaluate as evaluate_stage
+from safeknob.stages import frontier as frontier_stage
+from safeknob.stages import learn_rewards as rewards_stage
+from safeknob.stages import pipeline
+from safeknob.stages import report as report_stage
+from safeknob.stages import sweep as sweep_stage
+from safeknob.stages import train_experts as experts_stage
 from safeknob.stages.common import console
+from safeknob.store import ExperimentStore
 
 app = typer.Typer(
     name="safeknob",
@@ -31,8 +49,19 @@ ExperimentOpt = Annotated[
     ),
 ]
 DataOpt = Annotated[
-    Path,
-    typer.Option("--data", help="Artifact root; the experiment lives in DATA/<name>/."),
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Artifact root; the experiment lives in DATA/<name>/ (default: the global --data).",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config field, e.g. --set blend.steps=50000 (repeatable; TOML values, "
+        "checked like the experiment file).",
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if up to date.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
@@ -45,21 +74,11 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_DATA = Path(os.environ.get("SAFEKNOB_DATA", "data"))
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from safeknob.artifacts import ArtifactError
-    from safeknob.config import ConfigError
-    from safeknob.envs import EnvError, MissingCostError
-    from safeknob.envs.hazard_grid import LayoutError
-    from safeknob.errors import UserError
-
-    return (ArtifactError, ConfigError, EnvError, MissingCostError, LayoutError, UserError)
-
-
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a stage; user errors become one red line and exit code 2, no traceback."""
     try:
         return fn()
-    except _user_errors() as exc:
+    except SafeknobError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -71,12 +90,22 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
-_COST_FN: dict[str, str | None] = {"value": None}
-_TENSORBOARD: dict[str, bool] = {"value": True}
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options given before the command (``safeknob --no-tensorboard run``), carried to
+    every command in Typer's context object."""
+
+    cost_fn: str | None = None
+    """``module:function`` overriding the experiment's ``env.cost_fn``."""
+    tensorboard: bool = True
+    """Log training to ``DATA/<name>/tb/``."""
+    data: Path = DEFAULT_DATA
+    """Artifact root (a command's own ``--data`` wins)."""
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     cost_fn: Annotated[
         str | None,
         typer.Option(
@@ -92,48 +121,72 @@ def _root(
             help="Log training (multipliers, episode costs, AIRL statistics) to DATA/<name>/tb/.",
         ),
     ] = True,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Artifact root for every command (default $SAFEKNOB_DATA or ./data); a "
+            "command's own --data wins.",
+        ),
+    ] = DEFAULT_DATA,
 ) -> None:
     """Blend a reckless and a safe expert with one knob, alpha."""
-    _COST_FN["value"] = cost_fn
-    _TENSORBOARD["value"] = tensorboard
+    ctx.obj = GlobalOptions(cost_fn=cost_fn, tensorboard=tensorboard, data=data)
+
+
+def _options(ctx: typer.Context) -> GlobalOptions:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, GlobalOptions) else GlobalOptions()
 
 
 def _run_config(
-    experiment: str | None, data: Path, force: bool, quiet: bool, seed: int | None = None
-):
-    import dataclasses
-
-    from safeknob.config import load_experiment
-    from safeknob.stages.common import RunConfig
-
-    exp = load_experiment(experiment)
+    ctx: typer.Context,
+    experiment: str | None,
+    data: Path | None,
+    force: bool,
+    quiet: bool,
+    seed: int | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """The run config of a command: its experiment with ``--set`` overrides, ``--seed`` and
+    the global ``--cost-fn`` applied, the data folder and the global flags."""
+    opts = _options(ctx)
+    exp = apply_overrides(load_experiment(experiment), overrides or ())
+    check_specs(exp.blend.methods)
     if seed is not None:
         exp = exp.replace(seed=seed)
-    if _COST_FN["value"]:
-        exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=_COST_FN["value"]))
+    if opts.cost_fn:
+        exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=opts.cost_fn))
     return RunConfig(
-        experiment=exp, data_dir=data, force=force, quiet=quiet, tensorboard=_TENSORBOARD["value"]
+        experiment=exp,
+        data_dir=data if data is not None else opts.data,
+        force=force,
+        quiet=quiet,
+        tensorboard=opts.tensorboard,
     )
 
 
 @app.command("train-experts")
 def train_experts(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Train the reckless expert (PPO) and the safe expert (PPO-Lagrangian)."""
-    from safeknob.stages import train_experts as stage
-
-    _guard(lambda: stage.run(_run_config(experiment, data, force, quiet, seed)))
+    _guard(
+        lambda: experts_stage.run(_run_config(ctx, experiment, data, force, quiet, seed, overrides))
+    )
 
 
 @app.command("collect-demos")
 def collect_demos(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     source: Annotated[
@@ -165,20 +218,18 @@ def collect_demos(
             "cost <= this (default: the experiment's experts.cost_limit).",
         ),
     ] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Roll both experts out and save their demonstrations (per-step cost kept)."""
-    import dataclasses
-
-    from safeknob.stages import collect_demos as stage
 
     def go():
-        rc = _run_config(experiment, data, force, quiet)
+        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
         if episodes is not None:
             exp = rc.experiment
-            rc = dataclasses.replace(
-                rc, experiment=exp.replace(demos=dataclasses.replace(exp.demos, episodes=episodes))
+            rc = rc.replace(
+                experiment=exp.replace(demos=dataclasses.replace(exp.demos, episodes=episodes))
             )
-        return stage.run(stage.CollectConfig(rc, source, role, max_cost))
+        return collect_stage.run(collect_stage.CollectConfig(rc, source, role, max_cost))
 
     _guard(go)
 
@@ -190,30 +241,33 @@ def demos_info(
     ],
 ) -> None:
     """Print a demonstration dataset's summary (episodes, return, cost)."""
-    from safeknob.stages import collect_demos as stage
-
-    _guard(lambda: stage.print_info(path))
+    _guard(lambda: collect_stage.print_info(path))
 
 
-MethodOpt = Annotated[
-    str | None,
-    typer.Option("--method", "-m", help="mixture, bc-mix, reward-mix, budget, conditioned."),
-]
-RewardOpt = Annotated[
-    str | None,
-    typer.Option("--reward", help="Reward source of budget/reward-mix: airl or env."),
-]
+def _method_help() -> str:
+    lines = [f"{k} ({c.summary})" if c.summary else k for k, c in REGISTRY.items()]
+    return "One of: " + "; ".join(lines) + "."
+
+
+def _reward_help() -> str:
+    takes = [f"{k}: {'/'.join(c.rewards)}" for k, c in REGISTRY.items() if c.rewards]
+    return f"Reward source, {' or '.join(REWARD_SOURCES)}, of the methods that take one ({'; '.join(takes)})."
+
+
+MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help=_method_help())]
+RewardOpt = Annotated[str | None, typer.Option("--reward", help=_reward_help())]
 
 
 @app.command("blend")
 def blend(
+    ctx: typer.Context,
     alpha: Annotated[
         float, typer.Option("--alpha", "-a", help="0 = safe expert, 1 = reckless.")
     ] = 0.6,
     method: MethodOpt = None,
     reward: RewardOpt = None,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
@@ -224,16 +278,17 @@ def blend(
             "--calibrated/--raw", help="Use the method's calibration map when one exists."
         ),
     ] = True,
+    overrides: SetOpt = None,
 ) -> None:
     """Produce one blended agent at ALPHA and show where it sits between the experts."""
-    from safeknob.stages import blend as stage
 
     def go():
-        rc = _run_config(experiment, data, force, quiet)
-        stage.check_alpha(alpha)
+        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
+        blend_stage.check_alpha(alpha)
         m = method or rc.experiment.blend.method
-        return stage.blend_one(
-            stage.BlendRunConfig(rc, m, (alpha,), reward, seed, calibrated=calibrated), episodes
+        return blend_stage.blend_one(
+            blend_stage.BlendRunConfig(rc, m, (alpha,), reward, seed, calibrated=calibrated),
+            episodes,
         )
 
     _guard(go)
@@ -241,13 +296,14 @@ def blend(
 
 @app.command("train-blend")
 def train_blend(
+    ctx: typer.Context,
     alphas: Annotated[
         str | None, typer.Option("--alphas", help="Comma-separated grid, e.g. 0,0.25,0.5,0.75,1")
     ] = None,
     method: MethodOpt = None,
     reward: RewardOpt = None,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
@@ -260,27 +316,27 @@ def train_blend(
             "agents go to blends/<method>+cal/.",
         ),
     ] = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Train blended agents for a grid of alphas with one method."""
-    from safeknob.errors import UserError
-    from safeknob.stages import blend as stage
 
     def go():
-        rc = _run_config(experiment, data, force, quiet)
-        grid = stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
+        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
+        grid = (
+            blend_stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
+        )
         m = method or rc.experiment.blend.method
         if calibrated:
-            from safeknob.methods import get_method
-            from safeknob.stages.calibrate import load_map
-
             name = get_method(m, reward).name
-            if load_map(rc, name) is None:
+            if ExperimentStore(rc).calibration_map(name) is None:
                 raise UserError(
                     f"no calibration map of {name} in {rc.paths.blends / name}; run "
                     f"`safeknob calibrate --method {name}` first (or train with --raw)"
                 )
-        return stage.run(
-            stage.BlendRunConfig(rc, m, tuple(grid), reward, seed, workers, calibrated=calibrated)
+        return blend_stage.run(
+            blend_stage.BlendRunConfig(
+                rc, m, tuple(grid), reward, seed, workers, calibrated=calibrated
+            )
         )
 
     _guard(go)
@@ -288,36 +344,36 @@ def train_blend(
 
 @app.command("evaluate")
 def evaluate(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     quiet: QuietOpt = False,
     episodes: Annotated[
         int | None, typer.Option(help="Episodes per agent (default: the experiment's).")
     ] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Roll out every expert and blend; write eval/results.csv and eval/summary.csv."""
-    from safeknob.config import EvalConfig
-    from safeknob.errors import UserError
-    from safeknob.stages import evaluate as stage
 
     def go():
-        rc = _run_config(experiment, data, False, quiet)
+        rc = _run_config(ctx, experiment, data, False, quiet, overrides=overrides)
         if episodes is not None:
             if episodes < 2:
                 raise UserError(f"--episodes must be >= 2, got {episodes}")
             ev = EvalConfig(
                 episodes=episodes, seed=rc.experiment.eval.seed, n_boot=rc.experiment.eval.n_boot
             )
-            rc = type(rc)(rc.experiment.replace(eval=ev), rc.data_dir, rc.force, rc.quiet)
-        return stage.run(rc)
+            rc = rc.replace(experiment=rc.experiment.replace(eval=ev))
+        return evaluate_stage.run(rc)
 
     _guard(go)
 
 
 @app.command("frontier")
 def frontier(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     min_gap: Annotated[
         float | None,
         typer.Option(
@@ -325,23 +381,30 @@ def frontier(
             help="Exit non-zero when the coin flip's exact mean frontier gap is below this.",
         ),
     ] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Print the exact frontier's routes and the coin flip's gap below it (no training)."""
-    from safeknob.stages import frontier as stage
-
-    _guard(lambda: stage.run(_run_config(experiment, data, False, False), min_gap))
+    _guard(
+        lambda: frontier_stage.run(
+            _run_config(ctx, experiment, data, False, False, overrides=overrides), min_gap
+        )
+    )
 
 
 @app.command("report")
 def report(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     quiet: QuietOpt = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Write report/ (figures, report.md, self-contained report.html) from eval/."""
-    from safeknob.stages import report as stage
-
-    _guard(lambda: stage.run(_run_config(experiment, data, False, quiet)))
+    _guard(
+        lambda: report_stage.run(
+            _run_config(ctx, experiment, data, False, quiet, overrides=overrides)
+        )
+    )
 
 
 @demos_app.command("export")
@@ -367,19 +430,14 @@ def demos_export(
     force: ForceOpt = False,
 ) -> None:
     """Export a demonstration dataset (per-step cost kept)."""
-    from safeknob.errors import UserError
 
     def go():
         if fmt == "hdf5":
-            from safeknob import hdf5_io
-
             dest = (
                 out or Path("data/hdf5") / f"{path.resolve().parent.parent.name}-{path.name}.hdf5"
             )
             dest = hdf5_io.export(path, dest, force=force)
         elif fmt == "minari":
-            from safeknob import minari_io
-
             if dataset_id is None:
                 raise UserError(
                     "--format minari needs --id, e.g. --id safeknob/hazard-grid/safe-v0"
@@ -395,11 +453,12 @@ def demos_export(
 
 @app.command("learn-rewards")
 def learn_rewards(
+    ctx: typer.Context,
     role: Annotated[
         list[str] | None, typer.Option("--role", help="reckless and/or safe (default: reckless).")
     ] = None,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     workers: Annotated[
@@ -408,25 +467,37 @@ def learn_rewards(
             "--workers", min=1, help="Processes learning the roles' rewards in parallel (one each)."
         ),
     ] = DEFAULT_WORKERS,
+    overrides: SetOpt = None,
 ) -> None:
     """Learn an AIRL reward per expert and check it by re-optimizing it with a fresh PPO."""
-    from safeknob import rewards
-    from safeknob.errors import UserError
 
     def go():
         roles = tuple(role or ["reckless"])
         for r in roles:
             if r not in ("reckless", "safe"):
                 raise UserError(f"--role must be reckless or safe, got {r!r}")
-        return rewards.run(_run_config(experiment, data, force, quiet), roles, workers=workers)
+        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
+        return rewards_stage.run(rc, roles, workers=workers)
 
     _guard(go)
 
 
+def _split_methods(methods: str | None) -> tuple[str, ...] | None:
+    """``--methods a,b`` -> ("a", "b"), checked against the registry (None when not given)."""
+    if methods is None:
+        return None
+    ms = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not ms:
+        raise UserError("empty --methods; use e.g. --methods mixture,bc-mix")
+    check_specs(ms, where="--methods")
+    return ms
+
+
 @app.command("run")
 def run_all(
+    ctx: typer.Context,
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     methods: Annotated[
@@ -438,71 +509,72 @@ def run_all(
     ] = None,
     quick_mode: Annotated[bool, typer.Option("--quick", help="Small budgets (minutes).")] = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
+    overrides: SetOpt = None,
 ) -> None:
     """Every stage for one experiment: experts, demos, rewards, blends, evaluate, report."""
-    from safeknob.config import quick
-    from safeknob.stages import pipeline
-    from safeknob.stages.common import RunConfig
 
     def go():
-        rc = _run_config(experiment, data, force, quiet)
+        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
         if quick_mode:
-            rc = RunConfig(quick(rc.experiment), rc.data_dir, rc.force, rc.quiet)
-        ms = tuple(m.strip() for m in methods.split(",")) if methods else None
-        if ms:
-            from safeknob.config import ConfigError, validate
-
-            try:
-                validate(
-                    rc.experiment.replace(
-                        blend=rc.experiment.blend.__class__(
-                            **{**rc.experiment.blend.__dict__, "methods": ms}
-                        )
-                    )
-                )
-            except ConfigError as exc:
-                raise ConfigError(f"--methods: {exc}") from None
-        return pipeline.run(pipeline.PipelineConfig(rc, ms, workers))
+            rc = rc.replace(experiment=quick(rc.experiment))
+        return pipeline.run(pipeline.PipelineConfig(rc, _split_methods(methods), workers))
 
     _guard(go)
 
 
 @app.command("reproduce")
 def reproduce(
-    data: DataOpt = DEFAULT_DATA,
+    ctx: typer.Context,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     quick_mode: Annotated[bool, typer.Option("--quick", help="Small budgets (minutes).")] = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Run every experiment marked reproduce = true (what `make reproduce` calls)."""
-    from safeknob.stages import pipeline
-
-    _guard(lambda: pipeline.reproduce(data, quick_mode, force, quiet, workers))
+    _guard(
+        lambda: pipeline.reproduce(_run_config(ctx, None, data, force, quiet), quick_mode, workers)
+    )
 
 
 @app.command("calibrate")
 def calibrate(
+    ctx: typer.Context,
     method: Annotated[
         str,
         typer.Option("--method", "-m", help="Method column of eval/results.csv, e.g. budget-env."),
     ] = "budget-env",
     experiment: ExperimentOpt = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a method's response curve and store the map that calibrates its knob."""
-    from safeknob.stages import calibrate as stage
-
     _guard(
-        lambda: stage.run(
-            stage.CalibrateConfig(_run_config(experiment, data, False, quiet), method)
+        lambda: calibrate_stage.run(
+            calibrate_stage.CalibrateConfig(
+                _run_config(ctx, experiment, data, False, quiet), method
+            )
         )
     )
 
 
+def _parse_seeds(seeds: str | None) -> tuple[int, ...] | None:
+    if seeds is None:
+        return None
+    try:
+        sd = tuple(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+    except ValueError:
+        raise UserError(
+            f"malformed seed list {seeds!r}; use comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if not sd:
+        raise UserError("empty --seeds; use comma-separated integers, e.g. 0,1,2")
+    return sd
+
+
 @app.command("sweep")
 def sweep(
+    ctx: typer.Context,
     experiment: Annotated[
         list[str] | None,
         typer.Option(
@@ -535,36 +607,35 @@ def sweep(
         str | None,
         typer.Option("--address", help="With --backend ray: cluster to join (auto or host:port)."),
     ] = None,
-    data: DataOpt = DEFAULT_DATA,
+    data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Run a grid of (experiment x method x alpha x seed) blend jobs in parallel, then evaluate."""
-    from safeknob.errors import UserError
-    from safeknob.stages import blend as blend_stage
-    from safeknob.stages import sweep as stage
 
     def go():
-        exps = tuple(_run_config(e, data, force, quiet).experiment for e in (experiment or [None]))
-        ms = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
-        if methods is not None and not ms:
-            raise UserError("empty --methods; use e.g. --methods mixture,bc-mix")
+        rcs = [
+            _run_config(ctx, e, data, force, quiet, overrides=overrides)
+            for e in (experiment or [None])
+        ]
+        ms = _split_methods(methods)
         grid = blend_stage.parse_alphas(alphas) if alphas is not None else None
-        sd = None
-        if seeds is not None:
-            try:
-                sd = tuple(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
-            except ValueError:
-                raise UserError(
-                    f"malformed seed list {seeds!r}; use comma-separated integers, e.g. 0,1,2"
-                ) from None
-            if not sd:
-                raise UserError("empty --seeds; use comma-separated integers, e.g. 0,1,2")
         if address is not None and backend != "ray":
             raise UserError("--address needs --backend ray")
-        return stage.run(
-            stage.SweepConfig(
-                exps, data, ms, grid, sd, backend.lower(), workers, address, force, quiet
+        return sweep_stage.run(
+            sweep_stage.SweepConfig(
+                tuple(rc.experiment for rc in rcs),
+                rcs[0].data_dir,
+                ms,
+                grid,
+                _parse_seeds(seeds),
+                backend.lower(),
+                workers,
+                address,
+                force,
+                quiet,
+                tensorboard=rcs[0].tensorboard,
             )
         )
 
@@ -573,8 +644,6 @@ def sweep(
 
 def main() -> None:
     """Console-script entry point."""
-    from safeknob.training import set_threads
-
     set_threads()
     app(prog_name="safeknob")
 

@@ -20,7 +20,7 @@ from imitation.data import serialize
 from imitation.data.types import TrajectoryWithRew
 
 from safeknob.artifacts import ArtifactError
-from safeknob.rollout import Episode
+from safeknob.evaluation.rollout import Episode
 
 
 def to_trajectories(episodes: Sequence[Episode]) -> list[TrajectoryWithRew]:

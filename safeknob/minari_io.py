@@ -22,11 +22,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from safeknob import data
 from safeknob.artifacts import ArtifactError
+from safeknob.envs import make_env, register_envs
 from safeknob.errors import UserError
 
 COST_KEY = "cost"
@@ -82,10 +84,6 @@ def _env_of(demos_folder: Path) -> tuple[str, dict[str, Any], str | None]:
 
 def _env_spec(env_id: str, kwargs: dict[str, Any]) -> Any:
     """The gymnasium spec with the experiment's kwargs, or None when it cannot be stored."""
-    import gymnasium as gym
-
-    from safeknob.envs import register_envs
-
     register_envs()
     try:
         spec = gym.spec(env_id)
@@ -99,9 +97,8 @@ def _env_spec(env_id: str, kwargs: dict[str, Any]) -> Any:
 def _as_space(x: Any, space: Any) -> np.ndarray:
     """Minari writes Box data with the space's dtype and does not cast (float64 actions in a
     float32 space fail deep inside pyarrow), so cast here."""
-    import gymnasium as gym
-
     x = np.asarray(x)
+
     if isinstance(space, gym.spaces.Box | gym.spaces.MultiBinary | gym.spaces.MultiDiscrete):
         return x.astype(space.dtype, copy=False)
     return x
@@ -149,7 +146,6 @@ def export(
     manifest, or an existing dataset without ``force``.
     """
     minari = _minari()
-    from safeknob.envs import make_env
 
     demos_folder, out_dir = Path(demos_folder), Path(out_dir)
     _check_id(dataset_id)

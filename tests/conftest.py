@@ -9,8 +9,11 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from safeknob.config import ExperimentConfig, from_dict  # noqa: E402
-from safeknob.stages.common import RunConfig  # noqa: E402
+from safeknob.config import (  # noqa: E402
+    ExperimentConfig,
+    RunConfig,  # noqa: E402
+    from_dict,
+)
 
 TINY_LAYOUT = [
     "S.H.G",

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from safeknob import data
 from safeknob.cli import app
-from safeknob.rollout import Episode
+from safeknob.evaluation.rollout import Episode
 from safeknob.stages.common import toml_dumps
 
 runner = CliRunner()

@@ -14,6 +14,7 @@ from safeknob.config import (
     list_experiments,
     load_experiment,
 )
+from safeknob.methods import check_specs
 from safeknob.stages.common import toml_dumps
 
 
@@ -94,7 +95,8 @@ def test_wrong_type_is_rejected_naming_the_key(path, value, needle):
 )
 def test_out_of_range_values_are_rejected(path, value, needle):
     with pytest.raises(ConfigError) as info:
-        from_dict(_with(path, value))
+        cfg = from_dict(_with(path, value))
+        check_specs(cfg.blend.methods)  # method names: the registry, one layer up
     assert needle in str(info.value)
 
 

@@ -12,7 +12,7 @@ from imitation.data.types import TrajectoryWithRew
 from safeknob import data
 from safeknob.artifacts import ArtifactError
 from safeknob.envs import make_env
-from safeknob.rollout import Episode
+from safeknob.evaluation.rollout import Episode
 
 GRID = "safeknob/HazardGrid-v0"
 TINY = {"layout": ["S.H.G", "....."], "slip": 0.1, "horizon": 20}
@@ -157,14 +157,14 @@ def test_collected_demos_load_with_costs_matching_the_manifest(trained_root, tmp
     """The demos the pipeline wrote load back; their costs sum to the manifest's mean."""
     from conftest import tiny_config
 
-    from safeknob.stages.collect_demos import load_role
-    from safeknob.stages.common import RunConfig
+    from safeknob.config import RunConfig
+    from safeknob.store import ExperimentStore
 
     root = tmp_path / "data"
     shutil.copytree(trained_root, root)
     rc = RunConfig(experiment=tiny_config(), data_dir=root, quiet=True)
     for role in ("safe", "reckless"):
-        trajs, manifest = load_role(rc, role)
+        trajs, manifest = ExperimentStore(rc).demos(role)
         assert data.has_costs(trajs)
         assert len(trajs) == manifest["summary"]["episodes"]
         mean_cost = np.mean([data.costs(t).sum() for t in trajs])
@@ -172,4 +172,4 @@ def test_collected_demos_load_with_costs_matching_the_manifest(trained_root, tmp
     (arrow,) = rc.paths.demos("safe").glob("*.arrow")
     os.truncate(arrow, arrow.stat().st_size // 3)
     with pytest.raises(ArtifactError, match="safeknob collect-demos --force"):
-        load_role(rc, "safe")
+        ExperimentStore(rc).demos("safe")

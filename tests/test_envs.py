@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from safeknob.envs import EnvError, MissingCostError, evaluate_policy, make_env, tabular_model
 from safeknob.envs.hazard_grid import DEFAULT_LAYOUT, HazardGridEnv, LayoutError
-from safeknob.rollout import rollout
+from safeknob.evaluation.rollout import rollout
 
 GRID = "safeknob/HazardGrid-v0"
 

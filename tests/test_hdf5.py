@@ -16,7 +16,7 @@ from safeknob.artifacts import ArtifactError
 from safeknob.cli import app
 from safeknob.envs import NAV_ID, make_env
 from safeknob.errors import UserError
-from safeknob.rollout import rollout
+from safeknob.evaluation.rollout import rollout
 
 runner = CliRunner()
 
@@ -282,7 +282,7 @@ def test_mixed_dataset_to_bc_mix_blend(tmp_path):
     """The target: a DSRL-layout file of 200 mixed HazardNav episodes -> collect-demos for
     both roles -> blend --alpha 0.5 -m bc-mix, with no expert ever trained."""
     from safeknob.config import load_experiment
-    from safeknob.training import env_factory
+    from safeknob.rl.training import env_factory
 
     exp = load_experiment("hazard-nav")
     res = rollout(RouteAgent(), env_factory(exp.env), 200, seed=0, record=True)

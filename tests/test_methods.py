@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safeknob import rewards
 from safeknob.artifacts import ArtifactError
 from safeknob.errors import UserError
 from safeknob.methods import get_method
 from safeknob.methods.bc_mix import mix_transitions
-from safeknob.methods.snapshots import dual_mixture
+from safeknob.rl.snapshots import dual_mixture
 from safeknob.stages import blend, calibrate, evaluate
+from safeknob.stages import learn_rewards as rewards
+from safeknob.store import ExperimentStore
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_calibration_map_is_monotone_and_refuses_foreign_maps(run_config):
     blend.run(blend.BlendRunConfig(run_config, "mixture", (0.0, 0.25, 0.5, 0.75, 1.0)))
     evaluate.run(run_config)
     path = calibrate.run(calibrate.CalibrateConfig(run_config, "mixture"))
-    cmap = calibrate.load_map(run_config, "mixture")
+    cmap = ExperimentStore(run_config).calibration_map("mixture")
     assert cmap is not None
     assert np.all(np.diff(cmap.positions) >= 0)
     assert 0.0 <= cmap.internal(0.6) <= 1.0
@@ -119,7 +120,7 @@ def test_calibration_map_is_monotone_and_refuses_foreign_maps(run_config):
     meta["experiment"] = "another-experiment"
     path.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="another-experiment"):
-        calibrate.load_map(run_config, "mixture")
+        ExperimentStore(run_config).calibration_map("mixture")
 
 
 def test_isotonic_pools_violators():
@@ -165,8 +166,8 @@ def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run
         conditioned_ppo,
         conditioned_warmstart,
     )
-    from safeknob.stages.collect_demos import load_role
-    from safeknob.training import build_ppo, make_vec_env
+    from safeknob.rl.training import build_ppo, make_vec_env
+    from safeknob.store import ExperimentStore
 
     exp = run_config.experiment
     ppo = conditioned_ppo(exp)
@@ -176,7 +177,7 @@ def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run
     aug, _ = augmenter(make_vec_env(exp.env, 1).observation_space)
 
     def agreement(role: str, alpha: float) -> float:
-        trajs = load_role(run_config, role)[0]
+        trajs = ExperimentStore(run_config).demos(role)[0]
         obs = np.concatenate([np.asarray(t.obs)[:-1] for t in trajs])
         acts = np.concatenate([np.asarray(t.acts) for t in trajs])
         pred, _ = model.predict(aug(obs, np.full(len(obs), alpha)), deterministic=True)

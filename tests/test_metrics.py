@@ -1,4 +1,4 @@
-"""Tests for safeknob.metrics: small hand-computed cases and edge cases."""
+"""Tests for safeknob.evaluation.metrics: small hand-computed cases and edge cases."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safeknob.metrics import (
+from safeknob.evaluation.metrics import (
     ExpertStats,
     bootstrap_ci,
     calibration,
@@ -86,7 +86,7 @@ def test_bootstrap_degenerate_input_gives_point_interval(x, no_warnings):
 
 
 def test_bootstrap_chunked_draws_are_consistent(monkeypatch):
-    import safeknob.metrics as metrics
+    import safeknob.evaluation.metrics as metrics
 
     x = np.random.default_rng(3).normal(size=25)
     full = bootstrap_ci(x, n_boot=500, seed=4)

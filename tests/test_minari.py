@@ -58,7 +58,7 @@ def test_round_trip_grid(trained_root, tmp_path, monkeypatch, role):
 def test_round_trip_box_spaces(tmp_path):
     """Continuous observations (HazardNav) survive too."""
     from safeknob.envs import NAV_ID, make_env
-    from safeknob.rollout import Episode
+    from safeknob.evaluation.rollout import Episode
 
     env = make_env(NAV_ID)
     env.action_space.seed(0)

@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from safeknob.config import load_experiment
+from safeknob.config import RunConfig, load_experiment
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import Frontier
 from safeknob.stages import train_experts
-from safeknob.stages.common import RunConfig
 
 
 @pytest.mark.slow

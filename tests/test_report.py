@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from safeknob.artifacts import ArtifactError
 from safeknob.envs.hazard_nav import HazardNavEnv
-from safeknob.rollout import rollout
+from safeknob.evaluation.rollout import rollout
 from safeknob.stages import blend, evaluate, report
 
 FILES = ("frontier.png", "knob.png", "trajectories.png", "report.md", "report.html")

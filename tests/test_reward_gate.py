@@ -13,11 +13,12 @@ import torch as th
 from conftest import tiny_config
 from test_cli import EXP, assert_user_error, invoke, write_experiment
 
-from safeknob import rewards
+from safeknob.config import RunConfig
 from safeknob.errors import UserError
 from safeknob.methods import get_method
-from safeknob.stages import blend
-from safeknob.stages.common import RunConfig
+from safeknob.rl import airl
+from safeknob.stages import blend, learn_rewards
+from safeknob.store import ExperimentStore, RewardCheckError, check_status
 
 EVALS = {
     "reckless": {"return_mean": 0.8, "cost_mean": 3.0},
@@ -39,20 +40,20 @@ def _check(ret: float, cost: float, terminal: float = 1.0) -> dict:
 
 def test_gate_scales_come_from_the_experts():
     # cost tolerance 0.2 x |3 - 1| = 0.4; return tolerance 0.05 x 0.8 = 0.04
-    assert rewards.gate(_check(0.69, 1.39), TOL, EVALS, "safe") == []
-    assert "cost 1.41" in rewards.gate(_check(0.69, 1.41), TOL, EVALS, "safe")[0]
-    assert "return 0.75" in rewards.gate(_check(0.75, 1.0), TOL, EVALS, "safe")[0]
-    assert "terminal" in rewards.gate(_check(0.7, 1.0, terminal=0.85), TOL, EVALS, "safe")[0]
+    assert learn_rewards.gate(_check(0.69, 1.39), TOL, EVALS, "safe") == []
+    assert "cost 1.41" in learn_rewards.gate(_check(0.69, 1.41), TOL, EVALS, "safe")[0]
+    assert "return 0.75" in learn_rewards.gate(_check(0.75, 1.0), TOL, EVALS, "safe")[0]
+    assert "terminal" in learn_rewards.gate(_check(0.7, 1.0, terminal=0.85), TOL, EVALS, "safe")[0]
     # The reckless route re-optimized from the safe reward (the issue's failure) fails.
-    failures = rewards.gate(_check(0.80, 3.38), TOL, EVALS, "safe")
+    failures = learn_rewards.gate(_check(0.80, 3.38), TOL, EVALS, "safe")
     assert len(failures) == 2
 
 
 def test_status_of_a_reward():
-    assert rewards.check_status({"check": {"passed": True}}) == "passed"
-    assert rewards.check_status({"check": {"passed": False}}) == "failed"
-    assert rewards.check_status({"check": {"skipped": True}}) == "unchecked"
-    assert rewards.check_status({}) == "failed"  # no verdict: an interrupted check
+    assert check_status({"check": {"passed": True}}) == "passed"
+    assert check_status({"check": {"passed": False}}) == "failed"
+    assert check_status({"check": {"skipped": True}}) == "unchecked"
+    assert check_status({}) == "failed"  # no verdict: an interrupted check
 
 
 def test_a_failed_check_fails_the_stage_and_every_method_refuses(trained_root, tmp_path):
@@ -95,16 +96,16 @@ def test_a_failed_check_fails_the_stage_and_every_method_refuses(trained_root, t
 
 def test_the_reward_fn_refuses_a_failed_reward(pipeline_root):
     rc = RunConfig(experiment=tiny_config(), data_dir=pipeline_root, quiet=True)
-    rewards.run(rc, ("reckless",), steps=512, check_steps=0)
-    assert rewards.reward_status(rc, "reckless") == "unchecked"
-    rewards.learned_reward_fn(rc, "reckless")  # unchecked: usable
+    learn_rewards.run(rc, ("reckless",), steps=512, check_steps=0)
+    assert ExperimentStore(rc).reward_status("reckless") == "unchecked"
+    ExperimentStore(rc).reward("reckless")  # unchecked: usable
     meta_path = rc.paths.rewards("reckless") / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["check"] = {"passed": False, "failure": "PPO cost 9 vs the expert's 1"}
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(rewards.RewardCheckError, match="failed its re-optimization check"):
-        rewards.learned_reward_fn(rc, "reckless")
-    with pytest.raises(rewards.RewardCheckError):
+    with pytest.raises(RewardCheckError, match="failed its re-optimization check"):
+        ExperimentStore(rc).reward("reckless")
+    with pytest.raises(RewardCheckError):
         blend.run(blend.BlendRunConfig(rc, "budget", (0.5,), "airl"))
 
 
@@ -116,7 +117,7 @@ def test_same_seed_same_learned_reward(trained_root, tmp_path):
         root = tmp_path / f"r{k}"
         shutil.copytree(trained_root, root)
         rc = RunConfig(experiment=tiny_config(), data_dir=root, quiet=True, tensorboard=False)
-        rewards.run(rc, ("safe",), steps=1024, check_steps=0, workers=1)
+        learn_rewards.run(rc, ("safe",), steps=1024, check_steps=0, workers=1)
         folder = rc.paths.rewards("safe")
         nets.append(th.load(folder / "reward_net.pt", map_location="cpu", weights_only=True))
         nets[-1]["_std"] = (folder / "standardize.json").read_bytes()
@@ -165,19 +166,19 @@ def _traj(n: int, terminal: bool):
 
 
 def test_pad_marks_absorbing_steps():
-    out = rewards.pad(_traj(3, terminal=True), horizon=5, noop=0)
+    out = airl.pad(_traj(3, terminal=True), horizon=5, noop=0)
     assert len(out.acts) == 5 and list(out.obs) == [0, 1, 2, 3, 3, 3]
-    assert list(rewards.absorbing_mask(out.infos)) == [False, False, False, True, True]
-    assert rewards.pad(_traj(5, terminal=False), horizon=5, noop=0).terminal is False
+    assert list(airl.absorbing_mask(out.infos)) == [False, False, False, True, True]
+    assert airl.pad(_traj(5, terminal=False), horizon=5, noop=0).terminal is False
 
 
 def test_pad_refuses_a_long_episode_and_a_short_time_out():
     from safeknob.artifacts import ArtifactError
 
     with pytest.raises(ArtifactError, match="more than the env's horizon 5"):
-        rewards.pad(_traj(6, terminal=True), horizon=5, noop=0)
+        airl.pad(_traj(6, terminal=True), horizon=5, noop=0)
     with pytest.raises(ArtifactError, match="time-out after 3 steps"):
-        rewards.pad(_traj(3, terminal=False), horizon=5, noop=0)
+        airl.pad(_traj(3, terminal=False), horizon=5, noop=0)
 
 
 def test_no_fixed_horizon_is_one_line():
@@ -188,13 +189,13 @@ def test_no_fixed_horizon_is_one_line():
     env = gym.make("CartPole-v1", max_episode_steps=None)
     env.spec.max_episode_steps = None  # type: ignore[union-attr]
     with pytest.raises(ArtifactError, match="fixed-horizon env"):
-        rewards.env_horizon(env)
+        airl.env_horizon(env)
 
 
 def test_model_free_discriminator_runs_on_the_grid(pipeline_root):
     """The Discriminator-Actor-Critic-style term (no transition table) on the tiny grid."""
     exp = tiny_config(rewards={"generator_term": "absorbing-centered", "check_steps": 0})
     rc = RunConfig(experiment=exp, data_dir=pipeline_root, quiet=True, tensorboard=False)
-    rewards.run(rc, ("reckless",), steps=1024)
+    learn_rewards.run(rc, ("reckless",), steps=1024)
     meta = json.loads((rc.paths.rewards("reckless") / "meta.json").read_text())
     assert meta["generator_term"] == "absorbing-centered"

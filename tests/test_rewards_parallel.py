@@ -10,8 +10,9 @@ import torch as th
 from conftest import tiny_config
 from test_cli import EXP, assert_user_error, invoke, write_experiment
 
-from safeknob import rewards
-from safeknob.stages.common import RunConfig
+from safeknob.config import RunConfig
+from safeknob.stages import learn_rewards as rewards
+from safeknob.store import check_status
 
 ROLES = ("reckless", "safe")
 VOLATILE = ("wall_seconds", "command")  # wall clock and argv: differ run to run
@@ -86,7 +87,7 @@ def test_a_failing_role_fails_as_it_does_serially(trained_root, tmp_path):
         states.append(sorted(str(p.relative_to(folder)) for p in folder.rglob("*")))
         for role in ROLES:
             meta = json.loads((folder / role / "meta.json").read_text())
-            assert rewards.check_status(meta) == "failed"
+            assert check_status(meta) == "failed"
     assert lines[0] == lines[1]
     assert states[0] == states[1]
     assert not [s for s in states[1] if s.startswith(".")], states[1]

@@ -66,8 +66,8 @@ def test_jobs_measure_their_agents_for_the_evaluation(pipeline_root, monkeypatch
     as measuring everything itself."""
     import shutil
 
+    from safeknob.config import RunConfig
     from safeknob.stages import evaluate
-    from safeknob.stages.common import RunConfig
 
     sc = sweep.SweepConfig((tiny_config(),), pipeline_root, methods=("mixture",),
                            alphas=(0.25, 0.75), seeds=(0, 1), quiet=True)  # fmt: skip

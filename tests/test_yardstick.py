@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safeknob.config import load_experiment
+from safeknob.config import RunConfig, load_experiment
 from safeknob.envs import nav_frontier
 from safeknob.envs.frontier import Frontier
 from safeknob.envs.nav_frontier import NavFrontier, best_chord_gains, upper_hull
-from safeknob.metrics import ExpertStats
+from safeknob.evaluation.metrics import ExpertStats
 from safeknob.stages import report, yardstick
-from safeknob.stages.common import RunConfig
 
 EXPERTS = ExpertStats(return_safe=0.0, cost_safe=0.0, return_reck=1.0, cost_reck=4.0)
 # R*: (0, 0) -> (1, 0.8) -> (4, 1.0); the chord from (0, 0) to (4, 1).

@@ -14,6 +14,7 @@ from gymnasium.wrappers import TimeLimit
 from safeknob.envs.bullet import SeededGlobalRNG, is_bullet_env
 from safeknob.envs.model import TabularModel, evaluate_policy
 from safeknob.envs.wrappers import CostAdapter, MissingCostError, load_callable
+from safeknob.errors import UserError
 
 __all__ = [
     "TabularModel",
@@ -29,7 +30,7 @@ GRID_ID = "safeknob/HazardGrid-v0"
 NAV_ID = "safeknob/HazardNav-v0"
 
 
-class EnvError(ValueError):
+class EnvError(UserError):
     """The env id or its arguments are not usable."""
 
 

@@ -543,7 +543,7 @@ class ChordGap:
     The coin flip at knob ``alpha`` runs the reckless expert with probability ``alpha`` and the
     safe one otherwise, so its (cost, return) is the point at ``alpha`` on the chord from the
     safe expert to the reckless one. Its frontier gap is ``(R*(C) - R) / (R_reck - R_safe)``
-    (the same normalisation as :func:`safeknob.metrics.frontier_gap`): the room a knob has to
+    (the same normalisation as :func:`safeknob.evaluation.metrics.frontier_gap`): the room a knob has to
     beat the coin flip.
 
     Attributes:

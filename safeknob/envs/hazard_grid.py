@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from safeknob.envs.model import TabularModel
+from safeknob.errors import UserError
 
 # The default map (issue #16), designed from the exact frontier so that the coin flip between
 # the experts is far from optimal. Start and goal on the bottom edge; three routes:
@@ -47,7 +48,7 @@ MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])  # up, right, down, left
 ACTION_NAMES = ("up", "right", "down", "left")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """The ASCII layout is not a valid HazardGrid map."""
 
 

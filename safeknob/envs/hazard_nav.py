@@ -43,6 +43,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
 
 # A big disk in the middle plus two smaller ones, all cutting the line y = 0 between the start
 # (-0.8, 0) and the goal (0.8, 0). Everything with |y| >= 0.5 is hazard-free.
@@ -63,6 +65,20 @@ DEFAULT_START: tuple[float, float] = (-0.8, 0.0)
 DEFAULT_GOAL: tuple[float, float] = (0.8, 0.0)
 
 ARENA = 1.0  # half-width of the square arena
+
+
+def _check_ranges(
+    horizon: int, max_speed: float, goal_radius: float, start_jitter: float, action_noise: float
+) -> None:
+    """ValueError (one line) for a constructor argument out of range."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if max_speed <= 0:
+        raise ValueError(f"max_speed must be > 0, got {max_speed}")
+    if goal_radius <= 0:
+        raise ValueError(f"goal_radius must be > 0, got {goal_radius}")
+    if start_jitter < 0 or action_noise < 0:
+        raise ValueError("start_jitter and action_noise must be >= 0")
 
 
 class HazardNavEnv(gym.Env):
@@ -114,14 +130,7 @@ class HazardNavEnv(gym.Env):
                 raise ValueError(f"{name} {p} lies outside the arena [-1, 1]^2")
             if self.in_hazard(p):
                 raise ValueError(f"{name} {p} lies inside a hazard")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if max_speed <= 0:
-            raise ValueError(f"max_speed must be > 0, got {max_speed}")
-        if goal_radius <= 0:
-            raise ValueError(f"goal_radius must be > 0, got {goal_radius}")
-        if start_jitter < 0 or action_noise < 0:
-            raise ValueError("start_jitter and action_noise must be >= 0")
+        _check_ranges(horizon, max_speed, goal_radius, start_jitter, action_noise)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.horizon = int(horizon)
@@ -276,11 +285,8 @@ class HazardNavEnv(gym.Env):
         Returns the axes (a new figure's axes if ``ax`` is None). Meant as a backdrop for
         trajectory plots: ``ax.plot(xs, ys)`` on top of it uses world coordinates.
         """
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Circle, Rectangle
-
         if ax is None:
-            _, ax = plt.subplots(figsize=(4, 4))
+            ax = Figure(figsize=(4, 4)).subplots()
         ax.add_patch(
             Rectangle((-ARENA, -ARENA), 2 * ARENA, 2 * ARENA, fill=False, edgecolor="0.2", lw=1)
         )

@@ -172,7 +172,7 @@ def best_chord_gains(nav: NavFrontier, alphas: Sequence[float]) -> np.ndarray:
 
     ``C`` is the cost at ``alpha`` between the estimate's own safe and reckless ends, ``H`` the
     upper hull of its points (:func:`upper_hull`), ``R_chord`` the chord between the ends, the
-    same normalisation as :func:`safeknob.metrics.chord_gain`.
+    same normalisation as :func:`safeknob.evaluation.metrics.chord_gain`.
 
     Args:
         nav: the estimate.

@@ -8,8 +8,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from safeknob.errors import SafeknobError
 
-class MissingCostError(RuntimeError):
+
+class MissingCostError(SafeknobError, RuntimeError):
     """The env does not report ``info["cost"]`` and no cost function was given."""
 
 

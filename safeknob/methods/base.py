@@ -1,15 +1,20 @@
-"""The interface every blend method implements."""
+"""The interface every blend method implements, and what a method sees while it trains."""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from rich.progress import Progress, TaskID
 
-from safeknob.rollout import Agent
-from safeknob.stages.common import RunConfig
+from safeknob.config import RunConfig
+from safeknob.evaluation.rollout import Agent
+from safeknob.store import ExperimentStore
+
+REWARD_SOURCES = ("airl", "env")
+"""Every reward source a method may take (``--reward``): the env's own or AIRL's learned one."""
 
 
 @dataclass
@@ -28,24 +33,70 @@ class BlendContext:
     task: TaskID | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def create(cls, rc: RunConfig, seed: int | None = None) -> BlendContext:
+        """The context of an experiment (reads the demonstrations' costs; ArtifactError when
+        they are missing)."""
+        c_safe, c_reck = ExperimentStore(rc).demo_costs()
+        return cls(rc, rc.experiment.seed if seed is None else seed, c_safe, c_reck)
+
+    @property
+    def store(self) -> ExperimentStore:
+        return ExperimentStore(self.run)
+
     def budget(self, alpha: float) -> float:
         """d(alpha) = C_safe + alpha * (C_reck - C_safe), the episode-cost budget at alpha."""
         return self.c_safe + alpha * (self.c_reck - self.c_safe)
 
 
-class Method(Protocol):
-    """A blend method: trains (or instantiates) one agent per alpha."""
+class Method(abc.ABC):
+    """A blend method: trains (or instantiates) one agent per alpha.
 
-    name: str
-    """Column value in results.csv, e.g. ``budget-env``; also the blends/ folder name."""
-    trains: bool
+    The class attributes are the method's facts, set in one place by
+    :func:`safeknob.methods.registry.register`; config validation, the CLI, ``run``,
+    ``sweep`` and ``train-blend`` read them and never test a method by name."""
+
+    key: ClassVar[str] = ""
+    """The ``--method`` name (``budget``)."""
+    rewards: ClassVar[tuple[str, ...]] = ()
+    """Reward sources ``--reward`` accepts; empty when the method takes none."""
+    default_reward: ClassVar[str | None] = None
+    """Reward source used when ``--reward`` is not given."""
+    needs_rewards: ClassVar[tuple[str, ...]] = ()
+    """Roles whose learned (AIRL) reward the method uses when its reward source is ``airl``."""
+    shared_policy: ClassVar[bool] = False
+    """One policy serves every alpha (trained once per grid; only the experiment's seed)."""
+    trains: ClassVar[bool] = True
     """False for methods that only combine existing agents (mixture)."""
+    calibratable: ClassVar[bool] = True
+    """Whether ``<method>+cal`` (training through a calibration map) makes sense."""
+    cost: ClassVar[int] = 1
+    """Rough relative compute of one job (a sweep starts the long ones first)."""
+    summary: ClassVar[str] = ""
+    """One line for the CLI's help."""
 
+    def __init__(self, reward: str | None = None) -> None:
+        self.reward = reward if reward is not None else self.default_reward
+
+    @property
+    def name(self) -> str:
+        """Column value in results.csv and the ``blends/`` folder name (``budget-env``): the
+        key, with the reward source when the method takes several."""
+        return f"{self.key}-{self.reward}" if len(self.rewards) > 1 else self.key
+
+    @property
+    def learned_rewards(self) -> tuple[str, ...]:
+        """Roles whose learned reward must exist before this method trains."""
+        return self.needs_rewards if self.reward == "airl" else ()
+
+    @abc.abstractmethod
     def steps(self, ctx: BlendContext) -> int:
-        """Env steps one agent trains for (for the progress bar); 0 if nothing trains."""
+        """Env steps (or epochs) one agent trains for, for the progress bar; 0 if none."""
 
+    @abc.abstractmethod
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         """Train the agent at ``alpha``, write its files into ``folder``; return meta extras."""
 
+    @abc.abstractmethod
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
-        """Rebuild the agent saved in ``folder``."""
+        """Rebuild the agent saved in ``folder`` (its checked ``meta.json`` given)."""

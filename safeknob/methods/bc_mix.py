@@ -24,8 +24,10 @@ from imitation.data import types
 from imitation.util import logger as imit_logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from safeknob.methods.base import BlendContext
-from safeknob.rollout import Agent, PolicyAgent
+from safeknob.evaluation.rollout import Agent, PolicyAgent
+from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.registry import register
+from safeknob.rl.training import make_vec_env
 
 N_EPOCHS = 30
 BATCH = 64
@@ -69,30 +71,25 @@ def make_policy(observation_space, action_space, net_arch) -> ActorCriticPolicy:
     )
 
 
-class BCMixMethod:
-    name = "bc-mix"
-    trains = True
-
-    def __init__(self, reward: str | None = None) -> None:
-        self.reward = None
-
+@register(
+    "bc-mix",
+    cost=2,
+    summary="behavioural cloning on the demonstrations mixed at ratio alpha",
+)
+class BCMixMethod(Method):
     def steps(self, ctx: BlendContext) -> int:
         return N_EPOCHS
 
     def _spaces(self, ctx: BlendContext):
-        from safeknob.training import make_vec_env
-
         venv = make_vec_env(ctx.run.experiment.env, 1)
         spaces = venv.observation_space, venv.action_space
         venv.close()
         return spaces
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
-        from safeknob.stages.collect_demos import load_role
-
         torch.manual_seed(ctx.seed)
-        safe, _ = load_role(ctx.run, "safe")
-        reck, _ = load_role(ctx.run, "reckless")
+        safe, _ = ctx.store.demos("safe")
+        reck, _ = ctx.store.demos("reckless")
         (obs, acts, nxt), m_r, m_s = mix_transitions(
             _flatten(safe), _flatten(reck), alpha, np.random.default_rng(ctx.seed)
         )

@@ -9,7 +9,7 @@ dual mixture of the iterates of the second half of training (see ``snapshots``):
 two snapshots bracketing the budget, weighted so their expected cost is d(alpha).
 
 With ``--reward airl`` the agent trains in the absorbing fixed-horizon env the reward was
-learned in (``safeknob.rewards``); the PID gains are scaled up by ``AIRL_GAIN`` because a
+learned in (``safeknob.rl.airl``); the PID gains are scaled up by ``AIRL_GAIN`` because a
 standardized learned reward has a larger scale per episode than the env's.
 """
 
@@ -20,18 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import alpha_dir
-from safeknob.methods.base import BlendContext
-from safeknob.methods.snapshots import (
+from safeknob.config import tb_dir
+from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
+from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.registry import register
+from safeknob.rl.airl import absorbing_factory, task_reward
+from safeknob.rl.snapshots import (
     dual_mixture,
     policy_from_state,
     save_weighted,
     snapshot_agent,
 )
-from safeknob.rollout import Agent
-from safeknob.stages.common import tb_dir
-from safeknob.training import load_ppo, train_ppo
+from safeknob.rl.training import env_factory, load_ppo, train_ppo
+from safeknob.rl.warmstart import demos_warmstart
 
 AIRL_GAIN = 10.0
 AIRL_LAMBDA_CAP = 30.0
@@ -49,16 +53,11 @@ def measure_snapshots(
 
     The objective is the reward the method maximizes: the env's, or with ``learned`` the
     standardized learned reward summed over the absorbing fixed-horizon episode."""
-    from safeknob.rollout import PolicyAgent, rollout
-    from safeknob.training import env_factory
-
     exp = ctx.run.experiment
     fn = None
     if learned:
-        from safeknob.rewards import absorbing_factory, task_reward_fn
-
         make = absorbing_factory(exp.env)
-        fn = task_reward_fn(ctx.run)
+        fn = _task_reward(ctx)
     else:
         make = env_factory(exp.env)
     episodes = exp.blend.candidate_episodes
@@ -84,23 +83,30 @@ def measure_snapshots(
     return out
 
 
-class BudgetMethod:
-    trains = True
+def _task_reward(ctx: BlendContext):
+    """The learned task reward (both experts' AIRL rewards averaged; the reckless one alone
+    when the safe one was not learned)."""
+    store = ctx.store
+    reckless = store.reward("reckless")
+    return task_reward(reckless, store.reward("safe") if store.has_reward("safe") else None)
 
-    def __init__(self, reward: str | None = None) -> None:
-        self.reward = reward or "airl"
-        self.name = f"budget-{self.reward}"
-        self.needs_rewards: tuple[str, ...] = ("reckless", "safe") if self.reward == "airl" else ()
 
+@register(
+    "budget",
+    rewards=("env", "airl"),
+    default_reward="airl",
+    needs_rewards=("reckless", "safe"),
+    cost=3,
+    summary="PPO-Lagrangian at the cost budget d(alpha) between the experts' costs",
+)
+class BudgetMethod(Method):
     def steps(self, ctx: BlendContext) -> int:
         return ctx.run.experiment.blend.steps
 
     def reward_fn(self, ctx: BlendContext):
         if self.reward == "env":
             return None
-        from safeknob.rewards import task_reward_fn
-
-        return task_reward_fn(ctx.run)
+        return _task_reward(ctx)
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment
@@ -110,10 +116,6 @@ class BudgetMethod:
         )
         venv = None
         if self.reward == "airl":
-            from stable_baselines3.common.vec_env import DummyVecEnv
-
-            from safeknob.rewards import absorbing_factory
-
             venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
             lagrange = dataclasses.replace(
                 lagrange,
@@ -125,9 +127,10 @@ class BudgetMethod:
         budget = ctx.budget(alpha)
         warmstart = None
         if self.reward == "airl" or exp.blend.warmstart:
-            from safeknob.rewards import demos_warmstart
-
-            warmstart = demos_warmstart(ctx.run, ctx.seed)
+            store = ctx.store
+            warmstart = demos_warmstart(
+                lambda: store.demos("safe")[0] + store.demos("reckless")[0], ctx.seed
+            )
 
         res = train_ppo(
             exp,

@@ -20,14 +20,21 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from safeknob.artifacts import atomic_dir, make_meta, write_json
-from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig
-from safeknob.lagrangian import PIDLagrangian
-from safeknob.methods.base import BlendContext
-from safeknob.methods.snapshots import save_snapshots, snapshot_agent
-from safeknob.rollout import Agent
-from safeknob.stages.common import stage_config, tb_dir
-from safeknob.training import ProgressCallback, SnapshotCallback, build_ppo, load_ppo, make_vec_env
+from safeknob.artifacts import atomic_dir, make_meta, stage_config, write_json
+from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig, tb_dir
+from safeknob.evaluation.rollout import Agent
+from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.registry import register
+from safeknob.rl.lagrangian import PIDLagrangian
+from safeknob.rl.snapshots import save_snapshots, snapshot_agent
+from safeknob.rl.training import (
+    ProgressCallback,
+    SnapshotCallback,
+    build_ppo,
+    load_ppo,
+    make_vec_env,
+)
+from safeknob.rl.warmstart import bc_warmstart
 
 SHARED = "shared"
 
@@ -61,14 +68,11 @@ def conditioned_warmstart(ctx: BlendContext, model: Any, epochs: int = 5) -> Non
     """Behavioural cloning of both experts into the conditioned policy, each expert's
     demonstrations labelled with its own alpha (0 safe, 1 reckless): training starts with
     both routes at the ends of the knob."""
-    from safeknob.rewards import bc_warmstart
-    from safeknob.stages.collect_demos import load_role
-
     aug, space = augmenter(model.get_env().venv.observation_space)  # the un-augmented env's
     trajs = [
         dataclasses.replace(t, obs=aug(np.asarray(t.obs), np.full(len(t.obs), alpha)))
         for role, alpha in (("safe", 0.0), ("reckless", 1.0))
-        for t in load_role(ctx.run, role)[0]
+        for t in ctx.store.demos(role)[0]
     ]
     bc_warmstart(model, trajs, space, model.action_space, ctx.seed, epochs)
 
@@ -151,13 +155,14 @@ class BinLagrangeCallback(BaseCallback):
         self.logger.record("lagrange/lambda_mean", float(np.mean(self.env.lam)))
 
 
-class ConditionedMethod:
-    name = "conditioned"
-    trains = True
-
-    def __init__(self, reward: str | None = None) -> None:
-        self.reward = reward or "env"
-
+@register(
+    "conditioned",
+    rewards=("env",),
+    shared_policy=True,
+    cost=4,
+    summary="one PPO-Lagrangian policy that sees alpha in its observation",
+)
+class ConditionedMethod(Method):
     def steps(self, ctx: BlendContext) -> int:
         return ctx.run.experiment.blend.conditioned_steps
 

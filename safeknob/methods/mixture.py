@@ -7,14 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safeknob.methods.base import BlendContext
-from safeknob.rollout import Agent, MixtureAgent, PolicyAgent
+from safeknob.evaluation.rollout import Agent, MixtureAgent, PolicyAgent
+from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.registry import register
 
 
-class MixtureMethod:
-    name = "mixture"
-    trains = False
-
+@register(
+    "mixture",
+    trains=False,
+    calibratable=False,
+    cost=0,
+    summary="each episode runs the reckless expert with probability alpha (the chord)",
+)
+class MixtureMethod(Method):
     def steps(self, ctx: BlendContext) -> int:
         return 0
 
@@ -29,11 +34,9 @@ class MixtureMethod:
         }
 
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
-        from safeknob.stages.collect_demos import load_expert
-
         alpha = float(meta.get("internal_alpha", meta["alpha"]))
         agents = []
         for role in ("safe", "reckless"):
-            model, emeta = load_expert(ctx.run, role)
+            model, emeta = ctx.store.expert(role)
             agents.append(PolicyAgent(model, bool(emeta.get("deterministic", True))))
         return MixtureAgent(agents, [1.0 - alpha, alpha])

@@ -18,29 +18,30 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import alpha_dir
-from safeknob.methods.base import BlendContext
-from safeknob.rollout import Agent, PolicyAgent
-from safeknob.stages.common import tb_dir
-from safeknob.training import load_ppo, train_ppo
+from safeknob.config import tb_dir
+from safeknob.evaluation.rollout import Agent, PolicyAgent
+from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.registry import register
+from safeknob.rl.airl import absorbing_factory
+from safeknob.rl.training import load_ppo, train_ppo
+from safeknob.rl.warmstart import demos_warmstart
 
 
-class RewardMixMethod:
-    name = "reward-mix"
-    trains = True
-    needs_rewards = ("reckless", "safe")
-
-    def __init__(self, reward: str | None = None) -> None:
-        self.reward = "airl"
-
+@register(
+    "reward-mix",
+    rewards=("airl",),
+    needs_rewards=("reckless", "safe"),
+    cost=3,
+    summary="PPO on alpha r_reck + (1 - alpha) r_safe, the experts' AIRL rewards",
+)
+class RewardMixMethod(Method):
     def steps(self, ctx: BlendContext) -> int:
         return ctx.run.experiment.blend.steps
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
-        from safeknob.rewards import absorbing_factory, demos_warmstart, learned_reward_fn
-
         exp = ctx.run.experiment
-        r_reck = learned_reward_fn(ctx.run, "reckless")
-        r_safe = learned_reward_fn(ctx.run, "safe")
+        r_reck = ctx.store.reward("reckless")
+        r_safe = ctx.store.reward("safe")
 
         def mixed(obs, acts, next_obs, dones) -> np.ndarray:
             return alpha * r_reck(obs, acts, next_obs, dones) + (1 - alpha) * r_safe(
@@ -55,7 +56,7 @@ class RewardMixMethod:
             ctx.seed,
             reward_fn=mixed,
             venv=venv,
-            warmstart=demos_warmstart(ctx.run, ctx.seed),
+            warmstart=demos_warmstart(_both_demos(ctx), ctx.seed),
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
             progress=ctx.progress,
             task=ctx.task,
@@ -65,3 +66,8 @@ class RewardMixMethod:
 
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
         return PolicyAgent(load_ppo(folder / "model.zip"), deterministic=True)
+
+
+def _both_demos(ctx: BlendContext):
+    """Both experts' demonstrations (safe first), read when the warm start runs."""
+    return lambda: ctx.store.demos("safe")[0] + ctx.store.demos("reckless")[0]

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
 
+from safeknob import parallel
 from safeknob.artifacts import (
-    ArtifactError,
     alpha_dir,
     atomic_dir,
     make_meta,
-    read_meta,
+    stage_config,
+    up_to_date,
     write_json,
 )
+from safeknob.config import RunConfig
 from safeknob.errors import UserError
-from safeknob.methods import BlendContext, Method, get_method
-from safeknob.metrics import ExpertStats, bootstrap_ci, position
-from safeknob.rollout import Agent, rollout
-from safeknob.stages.common import RunConfig, console, progress_bar, stage_config, up_to_date
-from safeknob.training import env_factory
+from safeknob.evaluation.metrics import ExpertStats, bootstrap_ci, position
+from safeknob.evaluation.rollout import rollout
+from safeknob.methods import BlendContext, get_method, load_blend
+from safeknob.rl.training import env_factory
+from safeknob.stages import learn_rewards
+from safeknob.stages.common import console, progress_bar
+from safeknob.store import ExperimentStore
 
 STAGE = "blend"
 
@@ -67,50 +70,22 @@ def check_alpha(alpha: float) -> None:
         raise UserError(f"alpha must be in [0, 1], got {alpha:g}")
 
 
-def demo_costs(rc: RunConfig) -> tuple[float, float]:
-    """(C_safe, C_reck): the experts' mean episode costs in their demonstrations."""
-    out = []
-    for role in ("safe", "reckless"):
-        m = read_meta(
-            rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json"
-        )
-        out.append(float(m["summary"]["cost_mean"]))
-    return out[0], out[1]
-
-
-def context(rc: RunConfig, seed: int | None = None) -> BlendContext:
-    c_safe, c_reck = demo_costs(rc)
-    return BlendContext(
-        run=rc, seed=rc.experiment.seed if seed is None else seed, c_safe=c_safe, c_reck=c_reck
-    )
-
-
-def seed_suffix(rc: RunConfig, seed: int) -> str:
-    """``""`` for the experiment's own seed, else ``"_seed-S"``: one folder per (method, alpha,
-    seed), ``blends/<method>/alpha-0.50_seed-1/``. Not ``-seed-``: ``atomic_dir`` cleans
-    ``.tmp-alpha-0.50-*``, which would match a concurrent job's ``.tmp-alpha-0.50-seed-1-*``."""
-    return "" if seed == rc.experiment.seed else f"_seed-{seed}"
-
-
 def run(bc: BlendRunConfig) -> Path:
     """Produce one agent per alpha under ``blends/<method>/alpha-A/``; returns the method folder."""
     for a in bc.alphas:
         check_alpha(a)
     method = get_method(bc.method, bc.reward)
     rc = bc.run
-    ctx = context(rc, bc.seed)
+    store = ExperimentStore(rc)
+    ctx = BlendContext.create(rc, bc.seed)
     config = {
         **stage_config(rc.experiment, "env", "ppo", "lagrange", "experts", "demos", "blend"),
         "method": method.name,
         "train_seed": ctx.seed,
     }
-    cal = None
-    if bc.calibrated:
-        from safeknob.stages.calibrate import load_map
-
-        cal = load_map(rc, method.name)
+    cal = store.calibration_map(method.name) if bc.calibrated else None
     out_name = f"{method.name}+cal" if cal is not None else method.name
-    sfx = seed_suffix(rc, ctx.seed)
+    sfx = store.seed_suffix(ctx.seed)
     internal = {a: (cal.internal(a) if cal is not None else a) for a in bc.alphas}
     if cal is not None and not rc.quiet:
         for a in bc.alphas:
@@ -128,25 +103,23 @@ def run(bc: BlendRunConfig) -> Path:
             f"safeknob blend --method {bc.method} --alpha {a:g}",
         )
     ]
-    needs = getattr(method, "needs_rewards", ())
-    from safeknob import rewards
-
+    needs = method.learned_rewards
     # Missing rewards are learned here, once, before any fan-out; a reward that failed its
     # re-optimization check stops the stage (the same seed would fail the same way again).
-    missing = [r for r in needs if rewards.reward_status(rc, r) == "missing"]
+    missing = [r for r in needs if store.reward_status(r) == "missing"]
     if todo:
         for r in needs:
             if r not in missing:
-                rewards.require_usable(rc, r)
+                store.require_usable(r)
     if todo and missing:
         if not rc.quiet:
             console.print(
                 f"{method.name} needs learned rewards ({', '.join(missing)}): running "
                 "`safeknob learn-rewards` first"
             )
-        rewards.run(rc, tuple(needs), workers=bc.workers)
+        learn_rewards.run(rc, needs, workers=bc.workers)
     steps = method.steps(ctx)
-    if bc.workers > 1 and method.trains and method.name != "conditioned" and len(todo) > 1:
+    if bc.workers > 1 and method.trains and not method.shared_policy and len(todo) > 1:
         _run_parallel(bc, todo)
         return rc.paths.blends / out_name
     with progress_bar(rc.quiet or not todo) as progress:
@@ -182,79 +155,40 @@ def run(bc: BlendRunConfig) -> Path:
 
 
 def _one_alpha(bc: BlendRunConfig) -> float:
-    from safeknob.training import set_threads
-
-    set_threads()
+    """A pool job: one alpha, in a worker process."""
     run(bc)
     return bc.alphas[0]
 
 
 def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
-    """Train one alpha per job on a process pool; each job writes only its own folder."""
-    import dataclasses
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    """Train one alpha per job on the process pool; each job writes only its own folder."""
     quiet_rc = dataclasses.replace(bc.run, quiet=True)
     jobs = [dataclasses.replace(bc, run=quiet_rc, alphas=(a,), workers=1) for a in todo]
     with progress_bar(bc.run.quiet) as progress:
         task = progress.add_task(f"{bc.method} blends ({bc.workers} workers)", total=len(jobs))
-        from safeknob.training import die_with_parent
-
-        with ProcessPoolExecutor(
+        parallel.Pool(
+            _one_alpha,
             bc.workers,
-            mp_context=mp.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
-            futures = [pool.submit(_one_alpha, j) for j in jobs]
-            for fut in as_completed(futures):
-                fut.result()
-                progress.update(task, advance=1)
-
-
-def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict, Agent]:
-    """The agent stored in a blend folder (checked)."""
-    meta = read_meta(folder, STAGE, "safeknob train-blend")
-    name = str(meta.get("method_arg", meta.get("method", "")))
-    method = get_method(name, meta.get("reward"))
-    try:
-        agent = method.load_agent(ctx, folder, meta)
-    except ArtifactError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a broken folder, whatever the cause
-        raise ArtifactError(
-            f"{folder} cannot be loaded ({type(exc).__name__}: {exc}); re-run "
-            f"`safeknob blend --method {name} --alpha {meta.get('alpha')} --force`"
-        ) from None
-    return method, meta, agent
-
-
-def _reference(rc: RunConfig, role: str) -> tuple[str, float, float]:
-    """(label, return, cost) of one end of the knob: the trained expert's evaluation, or,
-    when the demonstrations were imported (``collect-demos --from``) and no expert was
-    trained, the imported demonstrations' means."""
-    path = rc.paths.expert(role) / "meta.json"
-    if path.is_file():
-        ev = json.loads(path.read_text())["evaluation"]
-        return f"expert-{role}", ev["return_mean"], ev["cost_mean"]
-    m = read_meta(rc.paths.demos(role), "collect-demos", "safeknob collect-demos", "manifest.json")
-    return f"demos-{role}", float(m["summary"]["return_mean"]), float(m["summary"]["cost_mean"])
+            on_result=lambda _job, _alpha: progress.update(task, advance=1),
+            what="a train-blend worker",
+            fix=f"safeknob train-blend --method {bc.method}",
+        ).run(jobs)
 
 
 def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     """``safeknob blend --alpha A``: produce the agent, evaluate it briefly, show where it sits."""
     folder_root = run(bc)
     rc = bc.run
+    store = ExperimentStore(rc)
     alpha = bc.alphas[0]
-    ctx = context(rc, bc.seed)
-    folder = folder_root / (alpha_dir(alpha) + seed_suffix(rc, ctx.seed))
+    ctx = BlendContext.create(rc, bc.seed)
+    folder = folder_root / store.blend_folder(folder_root.name, alpha, ctx.seed).name
     _, _, agent = load_blend(ctx, folder)
     seed = rc.experiment.eval.seed
     make = env_factory(rc.experiment.env)
     rows = []
     for role in ("safe", "reckless"):
-        rows.append(_reference(rc, role))
+        rows.append(store.reference(role))
     res = rollout(agent, make, episodes, seed)
     r = bootstrap_ci(res.returns, seed=seed)
     c = bootstrap_ci(res.costs, seed=seed)

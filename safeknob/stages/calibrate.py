@@ -11,38 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.table import Table
 
 from safeknob.artifacts import ArtifactError, make_meta, write_json
-from safeknob.stages.common import RunConfig, console
-
-STAGE = "calibrate"
-FILE = "calibration.json"
-
-
-@dataclass(frozen=True)
-class CalibrationMap:
-    """Piecewise-linear monotone map from the requested position to the internal alpha."""
-
-    alphas: tuple[float, ...]
-    """Internal settings measured (sorted)."""
-    positions: tuple[float, ...]
-    """Realized positions, made non-decreasing (isotonic, pool adjacent violators)."""
-
-    def internal(self, requested: float) -> float:
-        p = np.asarray(self.positions)
-        a = np.asarray(self.alphas)
-        # np.interp needs strictly increasing x; flat runs map to their midpoint.
-        xs, ys = [], []
-        for val in np.unique(p):
-            xs.append(val)
-            ys.append(float(np.mean(a[p == val])))
-        if len(xs) == 1:
-            return float(np.clip(requested, 0.0, 1.0))
-        return float(np.clip(np.interp(requested, xs, ys), 0.0, 1.0))
+from safeknob.config import RunConfig
+from safeknob.stages.common import console
+from safeknob.store import CALIBRATE_STAGE as STAGE
+from safeknob.store import CALIBRATION_FILE as FILE
+from safeknob.store import CalibrationMap, ExperimentStore
 
 
 def isotonic(y: np.ndarray) -> np.ndarray:
@@ -66,10 +44,8 @@ class CalibrateConfig:
 
 def run(cc: CalibrateConfig) -> Path:
     """Fit the map from ``eval/results.csv`` rows of the method; returns the map's path."""
-    from safeknob.stages.evaluate import load_results
-
     rc = cc.run
-    results, _ = load_results(rc)
+    results, _ = ExperimentStore(rc).results()
     df = results[results.method == cc.method]
     if df.empty:
         known = sorted(m for m in results.method.unique() if not str(m).startswith("expert-"))
@@ -143,27 +119,3 @@ def _same_fit(path: Path, experiment: str, method: str, cmap: CalibrationMap, ra
         and old.get("positions_raw") == [float(x) for x in raw]
         and old.get("positions") == list(cmap.positions)
     )
-
-
-def load_map(rc: RunConfig, method: str) -> CalibrationMap | None:
-    """The stored map of ``method`` or None; refuses a map of another experiment/method."""
-    path = rc.paths.blends / method / FILE
-    if not path.is_file():
-        return None
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ArtifactError(
-            f"{path} is corrupt; re-run `safeknob calibrate --method {method}`"
-        ) from None
-    if (
-        meta.get("stage") != STAGE
-        or meta.get("experiment") != rc.experiment.name
-        or meta.get("method") != method
-    ):
-        raise ArtifactError(
-            f"{path} is a calibration map of experiment {meta.get('experiment')!r} method "
-            f"{meta.get('method')!r}, not {rc.experiment.name!r} {method!r}; re-run "
-            f"`safeknob calibrate --method {method}`"
-        )
-    return CalibrationMap(tuple(meta["alphas"]), tuple(meta["positions"]))

@@ -14,34 +14,30 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob import data, hdf5_io
+from safeknob import data, hdf5_io, minari_io
 from safeknob.artifacts import (
     ROLES,
     ArtifactError,
     atomic_dir,
     checksum,
     make_meta,
-    read_meta,
-    write_json,
-)
-from safeknob.envs import make_env
-from safeknob.errors import UserError
-from safeknob.metrics import episode_stats
-from safeknob.rollout import PolicyAgent, rollout
-from safeknob.stages.common import (
-    RunConfig,
-    _normalize,
-    console,
-    progress_bar,
+    normalize,
     stage_config,
     up_to_date,
-    write_config,
+    write_json,
 )
+from safeknob.config import RunConfig
+from safeknob.envs import make_env
+from safeknob.errors import UserError
+from safeknob.evaluation.metrics import episode_stats
+from safeknob.evaluation.rollout import PolicyAgent, rollout
+from safeknob.rl.training import env_factory
+from safeknob.stages.common import console, progress_bar, write_config
 from safeknob.stages.train_experts import SECTIONS as EXPERT_SECTIONS
-from safeknob.training import env_factory, load_ppo
+from safeknob.store import FIX_DEMOS as FIX
+from safeknob.store import ExperimentStore
 
 STAGE = "collect-demos"
-FIX = "safeknob collect-demos"
 
 
 @dataclass(frozen=True)
@@ -72,29 +68,15 @@ def summarize(trajs: list[Any], seed: int = 0) -> dict[str, Any]:
     }
 
 
-def load_expert(rc: RunConfig, role: str):
-    folder = rc.paths.expert(role)
-    meta = read_meta(folder, "train-experts", "safeknob train-experts")
-    if not (folder / "model.zip").is_file():
-        raise ArtifactError(f"{folder}/model.zip is missing; run `safeknob train-experts --force`")
-    try:
-        model = load_ppo(folder / "model.zip")
-    except Exception:  # noqa: BLE001
-        raise ArtifactError(
-            f"{folder}/model.zip is corrupt; run `safeknob train-experts --force`"
-        ) from None
-    return model, meta
-
-
 def check_experts_current(rc: RunConfig) -> None:
     """Refuse experts trained under another config: their demonstrations would be stale."""
-    want = _normalize({s: rc.experiment.to_dict()[s] for s in EXPERT_SECTIONS})
+    want = normalize({s: rc.experiment.to_dict()[s] for s in EXPERT_SECTIONS})
     for role in ROLES:
         try:
             got = json.loads((rc.paths.expert(role) / "meta.json").read_text()).get("config")
-            got = _normalize({s: got.get(s) for s in EXPERT_SECTIONS})
+            got = normalize({s: got.get(s) for s in EXPERT_SECTIONS})
         except (OSError, json.JSONDecodeError, AttributeError):
-            continue  # missing or corrupt: load_expert says so
+            continue  # missing or corrupt: ExperimentStore.expert says so
         if got != want:
             raise ArtifactError(
                 f"{rc.paths.expert(role)} was trained with a different config; run "
@@ -115,7 +97,8 @@ def run(cc: CollectConfig) -> Path:
         for r in ROLES
         if not up_to_date(rc.paths.demos(r) / "manifest.json", config, rc.force, FIX)
     ]
-    models = {role: load_expert(rc, role) for role in todo}
+    store = ExperimentStore(rc)
+    models = {role: store.expert(role) for role in todo}
     if todo:
         write_config(rc)
     with progress_bar(rc.quiet) as progress:
@@ -173,8 +156,6 @@ def import_demos(cc: CollectConfig) -> Path:
                 src, cc.role, rc.experiment.demos.episodes, max_cost
             )
         elif from_minari:
-            from safeknob import minari_io
-
             trajs = minari_io.load(str(cc.source)[len("minari:") :])
         else:
             trajs = data.load(src)
@@ -226,13 +207,6 @@ def import_demos(cc: CollectConfig) -> Path:
     if not rc.quiet:
         print_info(dest)
     return dest
-
-
-def load_role(rc: RunConfig, role: str) -> tuple[list[Any], dict[str, Any]]:
-    """Trajectories and manifest of one role's demonstrations (checked)."""
-    folder = rc.paths.demos(role)
-    manifest = read_meta(folder, STAGE, FIX, name="manifest.json")
-    return data.load(folder), manifest
 
 
 def print_info(path: Path) -> None:

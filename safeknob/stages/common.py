@@ -1,9 +1,8 @@
-"""What every stage shares: its run config, the experiment folder, console output."""
+"""What every stage shares: console output, progress bars, the resolved config file."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,41 +16,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from safeknob.artifacts import ArtifactError, ExperimentPaths, experiment_paths, write_text
-from safeknob.config import ExperimentConfig
+from safeknob.artifacts import ArtifactError, write_text
+from safeknob.config import RunConfig
 
 console = Console(stderr=False, highlight=False)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What a stage needs beyond the experiment itself."""
-
-    experiment: ExperimentConfig
-    """The resolved experiment."""
-    data_dir: Path = Path("data")
-    """Artifact root; the experiment's folder is ``data_dir / experiment.name``."""
-    force: bool = False
-    """Redo a stage whose artifact exists (and accept a changed config)."""
-    quiet: bool = False
-    """No progress bars or tables (tests, sweeps)."""
-    tensorboard: bool = True
-    """Log training to ``<data>/<experiment>/tb/<stage>/...`` (``--no-tensorboard``)."""
-
-    @property
-    def paths(self) -> ExperimentPaths:
-        return experiment_paths(self.data_dir, self.experiment.name)
-
-
-def tb_dir(rc: RunConfig, *parts: str) -> Path | None:
-    """TensorBoard folder of one training run, or None when logging is off or unavailable."""
-    if not rc.tensorboard:
-        return None
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return None
-    return rc.paths.root / "tb" / Path(*parts)
 
 
 def progress_bar(quiet: bool = False) -> Progress:
@@ -65,38 +33,6 @@ def progress_bar(quiet: bool = False) -> Progress:
         disable=quiet,
         transient=False,
     )
-
-
-def stage_config(exp: ExperimentConfig, *sections: str) -> dict[str, Any]:
-    """The parts of the experiment config an artifact depends on (for up-to-date checks)."""
-    full = exp.to_dict()
-    out = {"name": exp.name, "seed": exp.seed}
-    for s in sections:
-        out[s] = full[s]
-    return out
-
-
-def up_to_date(meta_path: Path, config: dict[str, Any], force: bool, fix: str) -> bool:
-    """True when an artifact exists with the same config (skip the work).
-
-    Raises ArtifactError when it exists with a different config and ``force`` is False.
-    """
-    if force or not meta_path.is_file():
-        return False
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # corrupt: redo
-    if _normalize(meta.get("config")) == _normalize(config):
-        return True
-    raise ArtifactError(
-        f"{meta_path.parent} was made with a different config; re-run with `{fix} --force` "
-        "to replace it"
-    )
-
-
-def _normalize(x: Any) -> Any:
-    return json.loads(json.dumps(x, sort_keys=True, default=str))
 
 
 def toml_dumps(data: dict[str, Any]) -> str:

@@ -12,10 +12,11 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from safeknob.artifacts import ArtifactError, atomic_dir, write_json
+from safeknob.artifacts import atomic_dir, write_json
+from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import Frontier, fingerprint
-from safeknob.metrics import (
+from safeknob.evaluation.metrics import (
     ExpertStats,
     chord_gain,
     episode_stats,
@@ -23,22 +24,11 @@ from safeknob.metrics import (
     position,
     summarize_method,
 )
-from safeknob.rollout import Agent, PolicyAgent, rollout
-from safeknob.stages.blend import context, load_blend
-from safeknob.stages.collect_demos import load_expert
-from safeknob.stages.common import RunConfig, console, progress_bar
-from safeknob.training import env_factory
-
-RESULT_COLUMNS = [
-    "experiment", "env_id", "method", "alpha", "seed", "episodes",
-    "return_mean", "return_lo", "return_hi", "cost_mean", "cost_lo", "cost_hi", "cost_std",
-    "position", "chord_gain", "frontier_return", "frontier_gap", "train_seconds",
-]  # fmt: skip
-SUMMARY_COLUMNS = [
-    "experiment", "method", "n_alphas", "spearman", "violations", "calibration_error",
-    "calibration_max", "chord_gain_mean", "frontier_gap_mean", "frontier_gap_max",
-    "cost_std_mean", "train_seconds",
-]  # fmt: skip
+from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
+from safeknob.methods import BlendContext, load_blend
+from safeknob.rl.training import env_factory
+from safeknob.stages.common import console, progress_bar
+from safeknob.store import RESULT_COLUMNS, SUMMARY_COLUMNS, ExperimentStore
 
 
 def exact_frontier(rc: RunConfig) -> Frontier | None:
@@ -133,24 +123,15 @@ def measure_cached(
     return row
 
 
-def _blend_folders(rc: RunConfig) -> list[Path]:
-    root = rc.paths.blends
-    if not root.is_dir():
-        return []
-    return sorted(
-        p for m in sorted(root.iterdir()) if m.is_dir() and not m.name.startswith(".")
-        for p in m.iterdir() if p.is_dir() and p.name.startswith("alpha-")
-    )  # fmt: skip
-
-
 def run(rc: RunConfig) -> Path:
     """Evaluate every agent; returns ``eval/``."""
     exp = rc.experiment
     n = exp.eval.episodes
     # Checks first, so bad input changes nothing on disk.
-    experts = {role: load_expert(rc, role) for role in ("safe", "reckless")}
-    ctx = context(rc)  # needs the demonstrations
-    folders = _blend_folders(rc)
+    store = ExperimentStore(rc)
+    experts = {role: store.expert(role) for role in ("safe", "reckless")}
+    ctx = BlendContext.create(rc)  # needs the demonstrations
+    folders = store.blend_folders()
     blends = [(f, *load_blend(ctx, f)) for f in folders]
     frontier = exact_frontier(rc)
     base = base_key(rc, n)
@@ -251,10 +232,3 @@ def print_summary(results: pd.DataFrame, summary: pd.DataFrame) -> None:
 
 def _f(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def load_results(rc: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    for name in ("results.csv", "summary.csv"):
-        if not (rc.paths.eval / name).is_file():
-            raise ArtifactError(f"{rc.paths.eval / name} not found; run `safeknob evaluate` first")
-    return pd.read_csv(rc.paths.eval / "results.csv"), pd.read_csv(rc.paths.eval / "summary.csv")

@@ -18,18 +18,18 @@ below it, so ``make bench`` checks the property rather than hoping for it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 from rich.table import Table
 
-from safeknob.config import ExperimentConfig
+from safeknob.config import ExperimentConfig, RunConfig
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import ChordGap, Frontier, chord_gap, exact_experts, lagrangian_policy
 from safeknob.envs.model import TabularModel, evaluate_policy
-from safeknob.errors import UserError
-from safeknob.stages.common import RunConfig, console
+from safeknob.errors import ArtifactError, UserError
+from safeknob.stages.common import console
+from safeknob.store import ExperimentStore
 
 __all__ = ["MIN_GAP", "FrontierCheck", "Route", "analyse", "frontier_routes", "run"]
 
@@ -175,15 +175,13 @@ def analyse(exp: ExperimentConfig) -> FrontierCheck:
 
 def _measured(rc: RunConfig, fr: Frontier) -> ChordGap | None:
     pts = {}
+    store = ExperimentStore(rc)
     for role in ("safe", "reckless"):
-        meta = rc.paths.expert(role) / "meta.json"
-        if not meta.is_file():
-            return None
         try:
-            ev = json.loads(meta.read_text())["evaluation"]
+            ev = store.expert_meta(role)["evaluation"]
             pts[role] = (float(ev["cost_mean"]), float(ev["return_mean"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
+        except (ArtifactError, KeyError, TypeError, ValueError):
+            return None  # no (readable) experts yet: the exact numbers only
     if abs(pts["reckless"][1] - pts["safe"][1]) < 1e-12:
         return None
     return chord_gap(fr, pts["safe"], pts["reckless"])

@@ -24,20 +24,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize, PowerNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize, PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from safeknob.artifacts import ArtifactError, atomic_dir
+from safeknob.config import RunConfig
 from safeknob.envs.frontier import COIN_FLIP_ALPHAS, Frontier
 from safeknob.envs.hazard_grid import HazardGridEnv
 from safeknob.envs.hazard_nav import HazardNavEnv
-from safeknob.metrics import ExpertStats, position
-from safeknob.rollout import Agent, PolicyAgent, Rollouts, rollout
+from safeknob.evaluation.metrics import ExpertStats, position
+from safeknob.evaluation.rollout import Agent, PolicyAgent, Rollouts, rollout
+from safeknob.methods import BlendContext, load_blend
+from safeknob.rl.training import env_factory
 from safeknob.stages import evaluate, yardstick
-from safeknob.stages.common import RunConfig, console, toml_dumps
+from safeknob.stages.common import console, toml_dumps
+from safeknob.store import SUMMARY_COLUMNS, ExperimentStore
 
 STAGE = "report"
 DPI = 120
@@ -50,7 +56,7 @@ RECK_COLOR = "tab:red"
 TRAJECTORY_ALPHAS = (0.25, 0.5, 0.75)
 GRID_EPISODES = 100
 NAV_EPISODES = 20
-SUMMARY_TABLE_COLUMNS = [c for c in evaluate.SUMMARY_COLUMNS if c != "experiment"]
+SUMMARY_TABLE_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "experiment"]
 INT_COLUMNS = {"n_alphas", "violations"}
 #: knob.png draws positions in this range; agents outside it are clipped, marked and captioned.
 KNOB_RANGE = (-0.5, 1.5)
@@ -59,7 +65,7 @@ KNOB_RANGE = (-0.5, 1.5)
 # ---------------------------------------------------------------------------- entry point
 def run(rc: RunConfig) -> Path:
     """Write ``report/`` from the evaluation results; returns the path of ``report.md``."""
-    results, summary = evaluate.load_results(rc)
+    results, summary = ExperimentStore(rc).results()
     frontier = evaluate.exact_frontier(rc)
     exp = rc.experiment
     experts = expert_stats(results)
@@ -254,15 +260,10 @@ def plot_frontier(results: pd.DataFrame, frontier: Frontier | None, name: str) -
 
 def _cmap(name: str):
     """The colormap without its palest top end (light yellow error bars vanish on white)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
-
     return ListedColormap(colormaps[name](np.linspace(0.0, 0.88, 256)), name=f"{name}-dark")
 
 
 def _scalar_mappable(cmap, norm):
-    from matplotlib.cm import ScalarMappable
-
     sm = ScalarMappable(norm=norm, cmap=cmap)
     sm.set_array([])
     return sm
@@ -374,8 +375,6 @@ def trajectory_figure(rc: RunConfig) -> tuple[Figure | None, str]:
     Raises:
         ArtifactError: an expert or blend cannot be loaded.
     """
-    from safeknob.training import env_factory
-
     make = env_factory(rc.experiment.env)
     env = make()
     base = env.unwrapped
@@ -447,11 +446,10 @@ def nearest_alphas(available: Sequence[float], targets: Sequence[float] = TRAJEC
 
 def trajectory_agents(rc: RunConfig) -> tuple[list[tuple[str, Agent]], str | None]:
     """[(label, agent)]: safe expert, the picked alphas of one method, reckless expert."""
-    from safeknob.stages.blend import context, load_blend
-    from safeknob.stages.collect_demos import load_expert
+    store = ExperimentStore(rc)
 
     def expert(role: str) -> Agent:
-        model, meta = load_expert(rc, role)
+        model, meta = store.expert(role)
         return PolicyAgent(model, bool(meta.get("deterministic", True)))
 
     out: list[tuple[str, Agent]] = [("safe expert", expert("safe"))]
@@ -463,7 +461,7 @@ def trajectory_agents(rc: RunConfig) -> tuple[list[tuple[str, Agent]], str | Non
                 by_alpha[round(float(f.name.removeprefix("alpha-")), 6)] = f
             except ValueError:
                 continue
-        ctx = context(rc)
+        ctx = BlendContext.create(rc)
         for a in nearest_alphas(sorted(by_alpha)):
             _, meta, agent = load_blend(ctx, by_alpha[a])
             out.append((f"{meta.get('method', method)} alpha={a:g}", agent))

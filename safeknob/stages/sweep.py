@@ -13,7 +13,6 @@ the fan-out.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,20 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.table import Table
 
-from safeknob.artifacts import ArtifactError, alpha_dir
-from safeknob.config import ExperimentConfig
-from safeknob.errors import UserError
-from safeknob.stages.common import RunConfig, console, progress_bar, stage_config, up_to_date
-from safeknob.stages.pipeline import split_method
+from safeknob import parallel
+from safeknob.artifacts import stage_config, up_to_date
+from safeknob.config import ExperimentConfig, RunConfig
+from safeknob.errors import ArtifactError, UserError
+from safeknob.methods import BlendContext, learned_rewards, load_blend, method_of, parse_spec
+from safeknob.rl.training import set_threads
+from safeknob.stages import blend, collect_demos, evaluate, learn_rewards, train_experts
+from safeknob.stages.common import console, progress_bar
+from safeknob.store import ExperimentStore
 
 BACKENDS = ("local", "ray")
 LOG_DIR = "sweep-logs"
 EVALUATE = "evaluate"
 """Job name of an experiment's evaluation in the results (``sweep-logs/evaluate.log``)."""
-# Rough relative cost of one job, to start the long ones first (better load balance).
-_WEIGHT = {"conditioned": 4, "budget": 3, "reward-mix": 3, "bc-mix": 2, "mixture": 0}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class SweepConfig:
     """Redo shared artifacts and every job."""
     quiet: bool = False
     """No progress display or tables (failures are still listed)."""
+    tensorboard: bool = True
+    """Log training to ``<data>/<experiment>/tb/`` (``--no-tensorboard``)."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,8 @@ def run_job(job: Job) -> JobResult:
     """Train one job's blend folder(s) in this process (a pool worker or a Ray task).
 
     Never raises for a failing job: the traceback goes to ``job.log``."""
-    from safeknob.stages import blend
-    from safeknob.training import set_threads
-
     set_threads()  # one torch thread, known-harmless upstream warnings off
-    name, reward = split_method(job.spec)
+    name, reward = parse_spec(job.spec)
     t0 = time.perf_counter()
     try:
         blend.run(blend.BlendRunConfig(job.run, name, job.alphas, reward, seed=job.seed))
@@ -134,12 +135,9 @@ def measure(job: Job) -> None:
     Exactly what :func:`safeknob.stages.evaluate.run` would do for these folders (same
     context, same cache key, seeded rollouts). A failure here is left to that evaluation,
     which measures the agent again and reports the error."""
-    from safeknob.stages import evaluate
-    from safeknob.stages.blend import context, load_blend
-
     rc = job.run
     try:
-        ctx = context(rc)
+        ctx = BlendContext.create(rc)
         n = rc.experiment.eval.episodes
         base = evaluate.base_key(rc, n)
         for folder in _folders(job):
@@ -175,9 +173,6 @@ def _report_failure(
 
 def _check(sc: SweepConfig) -> None:
     """Bad input fails before anything is written."""
-    from safeknob.methods import get_method
-    from safeknob.stages.blend import check_alpha
-
     if sc.backend not in BACKENDS:
         raise UserError(f"unknown backend {sc.backend!r}; choose from {', '.join(BACKENDS)}")
     if sc.workers < 1:
@@ -189,17 +184,16 @@ def _check(sc: SweepConfig) -> None:
     if dupes:
         raise UserError(f"experiment {dupes[0]!r} is listed twice; pass each experiment once")
     for a in sc.alphas or ():
-        check_alpha(a)
+        blend.check_alpha(a)
     for exp in sc.experiments:
         for spec in sc.methods or exp.blend.methods:
-            get_method(*split_method(spec))  # unknown method / reward -> UserError
-            if split_method(spec)[0] == "conditioned" and any(
-                s != exp.seed for s in sc.seeds or ()
-            ):
+            method = method_of(spec)  # unknown method / reward -> UserError
+            if method.shared_policy and any(s != exp.seed for s in sc.seeds or ()):
                 raise UserError(
-                    "conditioned trains one shared policy per experiment "
-                    f"(blends/conditioned/shared), so it can only be swept with the experiment's "
-                    f"seed ({exp.name}: {exp.seed}); drop it from --methods or from this sweep"
+                    f"{method.key} trains one shared policy per experiment "
+                    f"(blends/{method.name}/shared), so it can only be swept with the "
+                    f"experiment's seed ({exp.name}: {exp.seed}); drop it from --methods or "
+                    "from this sweep"
                 )
     if sc.backend == "ray":
         _import_ray()
@@ -218,25 +212,23 @@ def plan(sc: SweepConfig) -> list[Job]:
     jobs: list[Job] = []
     data_dir = Path(sc.data_dir).resolve()  # workers (or Ray nodes) may have another cwd
     for exp in sc.experiments:
-        rc = RunConfig(exp, data_dir, sc.force, quiet=True)
+        rc = RunConfig(exp, data_dir, sc.force, quiet=True, tensorboard=sc.tensorboard)
         alphas = tuple(sc.alphas or exp.blend.alphas)
         for spec in sc.methods or exp.blend.methods:
             for seed in sc.seeds or (exp.seed,):
-                if split_method(spec)[0] == "conditioned":
+                if method_of(spec).shared_policy:
                     jobs.append(Job(rc, spec, alphas, seed))
                 else:
                     jobs.extend(Job(rc, spec, (a,), seed) for a in alphas)
-    jobs.sort(key=lambda j: -_WEIGHT.get(split_method(j.spec)[0], 1))
+    # Long jobs first (better load balance).
+    jobs.sort(key=lambda j: -method_of(j.spec).cost)
     return jobs
 
 
 def _folders(job: Job) -> list[Path]:
-    from safeknob.methods import get_method
-    from safeknob.stages.blend import seed_suffix
-
-    method = get_method(*split_method(job.spec))
-    sfx = seed_suffix(job.run, job.seed)
-    return [job.run.paths.blends / method.name / (alpha_dir(a) + sfx) for a in job.alphas]
+    store = ExperimentStore(job.run)
+    name = method_of(job.spec).name
+    return [store.blend_folder(name, a, job.seed) for a in job.alphas]
 
 
 def is_finished(job: Job) -> bool:
@@ -244,12 +236,10 @@ def is_finished(job: Job) -> bool:
 
     Mirrors the check in :func:`safeknob.stages.blend.run`, which repeats it in the worker:
     a false "not finished" only costs a job that skips itself."""
-    from safeknob.methods import get_method
-
     rc = job.run
     if rc.force:
         return False
-    method = get_method(*split_method(job.spec))
+    method = method_of(job.spec)
     config = {
         **stage_config(rc.experiment, "env", "ppo", "lagrange", "experts", "demos", "blend"),
         "method": method.name,
@@ -267,18 +257,17 @@ def is_finished(job: Job) -> bool:
 
 
 def prepare(rc: RunConfig, specs: Sequence[str], workers: int = 1) -> None:
-    """Experts, demonstrations and the learned rewards the methods need, made once here."""
-    from safeknob import rewards
-    from safeknob.stages import collect_demos, train_experts
-
+    """Experts, demonstrations and every learned reward the methods need (both roles for
+    ``budget-airl`` and ``reward-mix``), made once here before the fan-out, so no two jobs
+    ever learn one concurrently."""
     exp = rc.experiment
     if not rc.quiet:
         console.rule(f"[bold]{exp.name}: shared artifacts")
     train_experts.run(rc)
     collect_demos.run(collect_demos.CollectConfig(rc))
-    if any(split_method(m)[1] == "airl" or m == "reward-mix" for m in specs):
-        roles = ("reckless", "safe") if "reward-mix" in specs else ("reckless",)
-        rewards.run(rc, roles, workers=workers)
+    roles = learned_rewards(specs)
+    if roles:
+        learn_rewards.run(rc, roles, workers=workers)
 
 
 # ---------------------------------------------------------------------------- backends
@@ -288,51 +277,28 @@ Update = Callable[[JobResult | None, int], None]
 
 
 def _run_local(jobs: list[Job], workers: int, update: Update) -> None:
-    """A spawn process pool; a pool broken by a dead worker is rebuilt and its unfinished jobs
-    resubmitted once (a job whose worker dies twice is reported as failed)."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    """The process pool (:mod:`safeknob.parallel`); a pool broken by a dead worker is rebuilt
+    and its unfinished jobs resubmitted once (a job whose worker dies twice is reported as
+    failed)."""
 
-    deaths: dict[str, int] = {}
-    queue = list(jobs)
-    while queue:
-        n = min(workers, len(queue))
-        from safeknob.training import abort_pool, die_with_parent
+    def failed(job: Job, exc: BaseException) -> bool:
+        if isinstance(exc, parallel.WorkerDied):
+            update(_failure(job, exc, "its worker process died twice (killed or out of memory)"), 0)
+        else:  # e.g. an unpicklable result
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            update(_failure(job, exc, tb), 0)
+        return True
 
-        pool = ProcessPoolExecutor(
-            n,
-            mp_context=mp.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        try:
-            futures = {pool.submit(run_job, j): j for j in queue}
-            queue = []
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = futures[fut]
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool as exc:
-                        deaths[job.id] = deaths.get(job.id, 0) + 1
-                        if deaths[job.id] < 2:
-                            queue.append(job)
-                            continue
-                        result = _failure(
-                            job, exc, "its worker process died twice (killed or out of memory)"
-                        )
-                    except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-                        result = _failure(job, exc, traceback.format_exc())
-                    update(result, 0)
-                running = sum(f.running() for f in pending)
-                update(None, min(running, n))
-        except BaseException:  # Ctrl-C: stop now, do not let queued jobs start
-            abort_pool(pool)
-            raise
-        pool.shutdown(wait=True)
+    parallel.Pool(
+        run_job,
+        workers,
+        on_result=lambda _job, result: update(result, 0),
+        on_error=failed,
+        on_tick=lambda running: update(None, running),
+        retries=1,
+        what="a sweep worker",
+        fix="safeknob sweep",
+    ).run(jobs)
 
 
 def _run_ray(jobs: list[Job], sc: SweepConfig, update: Update) -> None:
@@ -383,14 +349,12 @@ def run(sc: SweepConfig) -> Path:
     """Run the sweep; returns the experiment's ``eval/`` (or ``data_dir`` for several).
 
     Raises :class:`SweepError` (after evaluating what finished) when a job failed."""
-    from safeknob.stages import evaluate
-
     _check(sc)
     t0 = time.perf_counter()
     jobs = plan(sc)
     for exp in sc.experiments:
         prepare(
-            RunConfig(exp, sc.data_dir, sc.force, sc.quiet),
+            RunConfig(exp, sc.data_dir, sc.force, sc.quiet, sc.tensorboard),
             sc.methods or exp.blend.methods,
             sc.workers,
         )
@@ -408,52 +372,8 @@ def run(sc: SweepConfig) -> Path:
             f"backend {sc.backend}, {sc.workers} workers"
         )
     if todo:
-        with progress_bar(sc.quiet) as progress:
-            counts = {"done": 0, "failed": 0, "running": 0}
-            task = progress.add_task("", total=len(jobs), completed=len(jobs) - len(todo))
-
-            def describe() -> str:
-                return (
-                    f"sweep: [green]{counts['done']} done[/] "
-                    f"[cyan]{counts['running']} running[/] [red]{counts['failed']} failed[/] "
-                    f"[dim]{len(jobs) - len(todo)} skipped[/]"
-                )
-
-            def update(result: JobResult | None, running: int) -> None:
-                if result is None:
-                    counts["running"] = running
-                else:
-                    results.append(result)
-                    counts["done" if result.status == "done" else "failed"] += 1
-                    progress.update(task, advance=1)
-                progress.update(task, description=describe())
-
-            progress.update(task, description=describe())
-            if sc.backend == "ray":
-                _run_ray(todo, sc, update)
-            else:
-                _run_local(todo, sc.workers, update)
-
-    ran = {r.experiment for r in results if r.status == "done"}
-    outs = []
-    for exp in sc.experiments:
-        rc = RunConfig(exp, sc.data_dir, False, sc.quiet)
-        exp_jobs = [j for j in jobs if j.experiment == exp.name]
-        if exp.name not in ran and evaluation_current(rc, exp_jobs):
-            outs.append(rc.paths.eval)
-            continue
-        if not sc.quiet:
-            console.rule(f"[bold]{exp.name}: evaluate")
-        try:
-            outs.append(evaluate.run(rc))
-            (rc.paths.root / LOG_DIR / f"{EVALUATE}.log").unlink(missing_ok=True)
-        except Exception as exc:  # noqa: BLE001 - the other experiments still get evaluated
-            log = rc.paths.root / LOG_DIR / f"{EVALUATE}.log"
-            header = f"evaluation of experiment {exp.name}"
-            tb = traceback.format_exc()
-            results.append(_report_failure(exp.name, EVALUATE, log, header, exc, tb))
-            outs.append(rc.paths.eval)
-
+        _fan_out(sc, todo, len(jobs), results)
+    outs = _evaluate(sc, jobs, results)
     failed = [r for r in results if r.status == "failed"]
     _print_results(results, sc.quiet, time.perf_counter() - t0)
     if failed:
@@ -469,13 +389,63 @@ def run(sc: SweepConfig) -> Path:
     return outs[0] if len(outs) == 1 else Path(sc.data_dir)
 
 
+def _fan_out(sc: SweepConfig, todo: list[Job], n_jobs: int, results: list[JobResult]) -> None:
+    """Run ``todo`` on the sweep's backend with a live count; results go to ``results``."""
+    skipped = n_jobs - len(todo)
+    with progress_bar(sc.quiet) as progress:
+        counts = {"done": 0, "failed": 0, "running": 0}
+        task = progress.add_task("", total=n_jobs, completed=skipped)
+
+        def describe() -> str:
+            return (
+                f"sweep: [green]{counts['done']} done[/] "
+                f"[cyan]{counts['running']} running[/] [red]{counts['failed']} failed[/] "
+                f"[dim]{skipped} skipped[/]"
+            )
+
+        def update(result: JobResult | None, running: int) -> None:
+            if result is None:
+                counts["running"] = running
+            else:
+                results.append(result)
+                counts["done" if result.status == "done" else "failed"] += 1
+                progress.update(task, advance=1)
+            progress.update(task, description=describe())
+
+        progress.update(task, description=describe())
+        if sc.backend == "ray":
+            _run_ray(todo, sc, update)
+        else:
+            _run_local(todo, sc.workers, update)
+
+
+def _evaluate(sc: SweepConfig, jobs: list[Job], results: list[JobResult]) -> list[Path]:
+    """Evaluate every experiment whose agents changed; a failure is added to ``results``."""
+    ran = {r.experiment for r in results if r.status == "done"}
+    outs = []
+    for exp in sc.experiments:
+        rc = RunConfig(exp, sc.data_dir, False, sc.quiet, sc.tensorboard)
+        exp_jobs = [j for j in jobs if j.experiment == exp.name]
+        if exp.name not in ran and evaluation_current(rc, exp_jobs):
+            outs.append(rc.paths.eval)
+            continue
+        if not sc.quiet:
+            console.rule(f"[bold]{exp.name}: evaluate")
+        try:
+            outs.append(evaluate.run(rc))
+            (rc.paths.root / LOG_DIR / f"{EVALUATE}.log").unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - the other experiments still get evaluated
+            log = rc.paths.root / LOG_DIR / f"{EVALUATE}.log"
+            header = f"evaluation of experiment {exp.name}"
+            tb = traceback.format_exc()
+            results.append(_report_failure(exp.name, EVALUATE, log, header, exc, tb))
+            outs.append(rc.paths.eval)
+    return outs
+
+
 def evaluation_current(rc: RunConfig, jobs: Sequence[Job]) -> bool:
     """True when ``eval/results.csv`` is newer than every folder of ``jobs`` and has their
     rows (then re-running a finished sweep evaluates nothing)."""
-    import pandas as pd
-
-    from safeknob.methods import get_method
-
     path = rc.paths.eval / "results.csv"
     if not path.is_file():
         return False
@@ -488,7 +458,7 @@ def evaluation_current(rc: RunConfig, jobs: Sequence[Job]) -> bool:
         return False
     newest = 0.0
     for job in jobs:
-        name = get_method(*split_method(job.spec)).name
+        name = method_of(job.spec).name
         for a, folder in zip(job.alphas, _folders(job), strict=True):
             meta = folder / "meta.json"
             if not meta.is_file():

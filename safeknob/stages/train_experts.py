@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,20 +11,13 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob.artifacts import ROLES, atomic_dir, make_meta, write_json
+from safeknob.artifacts import ROLES, atomic_dir, make_meta, stage_config, up_to_date, write_json
+from safeknob.config import RunConfig, tb_dir
 from safeknob.envs import make_env
-from safeknob.metrics import episode_stats
-from safeknob.rollout import PolicyAgent, rollout
-from safeknob.stages.common import (
-    RunConfig,
-    console,
-    progress_bar,
-    stage_config,
-    tb_dir,
-    up_to_date,
-    write_config,
-)
-from safeknob.training import env_factory, train_ppo
+from safeknob.evaluation.metrics import episode_stats
+from safeknob.evaluation.rollout import PolicyAgent, rollout
+from safeknob.rl.training import env_factory, train_ppo
+from safeknob.stages.common import console, progress_bar, write_config
 
 STAGE = "train-experts"
 SECTIONS = ("env", "ppo", "lagrange", "experts")
@@ -109,8 +103,6 @@ def run(rc: RunConfig) -> Path:
 
 
 def print_experts(rc: RunConfig) -> None:
-    import json
-
     table = Table(title=f"Experts of {rc.experiment.name}")
     for col in ("expert", "return (95% CI)", "cost (95% CI)", "cost limit", "train s"):
         table.add_column(col, justify="right" if col != "expert" else "left")

@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from safeknob.artifacts import write_json
+from safeknob.config import RunConfig
 from safeknob.envs.frontier import ChordGap, Frontier, chord_gap
-from safeknob.metrics import ExpertStats
-from safeknob.stages.common import RunConfig, console
+from safeknob.envs.nav_frontier import NavFrontier, best_chord_gains, estimate
+from safeknob.evaluation.metrics import ExpertStats
+from safeknob.stages.common import console
 
 __all__ = [
     "MethodInterval",
@@ -186,8 +188,6 @@ def nav_best_gain(rc: RunConfig, alphas: Sequence[float]) -> tuple[float, dict[s
     Returns:
         ``(best mean chord gain, the cached estimate as a dict)``, or None for another env.
     """
-    from safeknob.envs.nav_frontier import NavFrontier, best_chord_gains, estimate
-
     env_cfg = rc.experiment.env
     if env_cfg.id != "safeknob/HazardNav-v0" or len(alphas) == 0:
         return None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from safeknob.rollout import Agent, MixtureAgent, PolicyAgent
+from safeknob.evaluation.rollout import Agent, MixtureAgent, PolicyAgent
 
 SNAPSHOT_FILE = "snapshots.pt"
 WEIGHTS_FILE = "snapshot_weights.json"

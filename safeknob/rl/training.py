@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from safeknob.config import EnvConfig, ExperimentConfig, LagrangeConfig, PPOConfig
 from safeknob.envs import make_env
-from safeknob.lagrangian import CostPenaltyVecEnv, LagrangeCallback
+from safeknob.rl.lagrangian import CostPenaltyVecEnv, LagrangeCallback
 
 
 def env_factory(env_cfg: EnvConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
@@ -194,46 +195,6 @@ def load_ppo(path: Path, **kwargs: Any) -> PPO:
 def set_threads() -> None:
     """One torch thread per process (2 threads on a busy 2-core machine is ~17x slower), and
     no known-harmless upstream warnings (imitation 1.0.1 with torch 2.13 / numpy 2)."""
-    import warnings
-
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
     warnings.filterwarnings("ignore", message="tried to wrap")
-
-
-def abort_pool(pool: Any, grace: float = 0.0) -> None:
-    """Ctrl-C or a dead worker: cancel a process pool's queued jobs and end its workers.
-
-    ``grace`` seconds let workers that got the same Ctrl-C remove their temporary folders
-    before they are terminated (an unfinished folder is a ``.tmp-*`` sibling that the next
-    run removes anyway)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    if grace:
-        for proc in procs:
-            proc.join(timeout=grace)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
-
-
-def die_with_parent(parent_pid: int | None = None) -> None:
-    """Pool-worker initializer: on Linux, end this worker when its parent dies (a killed
-    `safeknob` must not leave workers training in the background); elsewhere a no-op.
-    Pass the parent's pid: a worker whose parent died before this ran exits at once."""
-    import ctypes
-    import os
-    import signal
-    import sys
-
-    set_threads()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(1)

@@ -1,0 +1,1 @@
+"""Rolling agents out and the knob's metrics (position, chord gain, frontier gap)."""
