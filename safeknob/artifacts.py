@@ -274,6 +274,8 @@ def stage_config(exp: Any, *sections: str) -> dict[str, Any]:
     out = {"name": exp.name, "seed": exp.seed}
     for s in sections:
         out[s] = full[s]
+    if "blend" in out:  # an agent depends on its own seed (train_seed), not on the list
+        out["blend"] = {k: v for k, v in out["blend"].items() if k != "seeds"}
     return out
 
 

@@ -6,6 +6,11 @@
 * Env speed (random actions, steps/s, single thread): HazardNav, and the optional
   Bullet-Safety-Gym ``SafetyBallCircle-v0`` and Safety-Gymnasium
   ``SafetyPointGoal1Gymnasium-v0`` when installed.
+* Speed, side by side: env steps/s of the built-in envs as single envs (``DummyVecEnv``) and
+  batched (``safeknob.envs.vec``); ``evaluate``'s rollout episodes/s before and after batching
+  (same agent, same episodes, the numbers compared); PPO training steps/s on both; the
+  sweep's 2-worker speed-up; ``conditioned``'s training time as a fraction of ``budget``'s
+  11-alpha time (from the last ``evaluate`` of hazard-grid under the data folder).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from safeknob.config import RunConfig, load_experiment
 from safeknob.envs import EnvError, make_env, tabular_model
 from safeknob.envs.frontier import Frontier, value_iteration
 from safeknob.envs.hazard_nav import steps_per_second
+from safeknob.envs.vec import batched_vec_env
 from safeknob.errors import UserError
 from safeknob.evaluation.rollout import PolicyAgent, rollout
-from safeknob.rl.training import env_factory, set_threads
+from safeknob.rl.training import build_ppo, env_factory, set_threads
 from safeknob.stages import frontier, sweep, train_experts
 from safeknob.stages.common import console
 from safeknob.store import ExperimentStore
@@ -192,15 +198,132 @@ def sweep_speedup(data: Path, n_alphas: int = 6, steps: int = 40_000) -> None:
     )
 
 
+def _vec_envs(name: str, n: int):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    exp = load_experiment(name)
+    dummy = DummyVecEnv([env_factory(exp.env)] * n)
+    batched = batched_vec_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn, n)
+    return exp, dummy, batched
+
+
+def _steps_per_second(venv, steps: int, seed: int = 0) -> float:
+    venv.seed(seed)
+    venv.reset()
+    rng = np.random.default_rng(seed)
+    space = venv.action_space
+    n = venv.num_envs
+    if space.shape == ():
+        acts = rng.integers(space.n, size=(steps // n + 1, n))
+    else:
+        acts = rng.uniform(-1, 1, size=(steps // n + 1, n, *space.shape)).astype(np.float32)
+    t0 = time.perf_counter()
+    for a in acts:
+        venv.step(a)
+    return len(acts) * n / (time.perf_counter() - t0)
+
+
+def env_speed(steps: int = 100_000) -> None:
+    """Env steps/s, random actions: 8 single envs in a DummyVecEnv vs the batched VecEnv."""
+    t = Table(title=f"Env steps/s (random actions, {steps:,} steps, 1 thread)")
+    for c in ("env", "DummyVecEnv x8", "batched x8", "speed-up", "batched x64", "speed-up"):
+        t.add_column(c, justify="right")
+    for name in ("hazard-grid", "hazard-nav"):
+        _, dummy, batched = _vec_envs(name, 8)
+        _, _, wide = _vec_envs(name, 64)
+        single = _steps_per_second(dummy, steps)
+        b8 = _steps_per_second(batched, steps)
+        b64 = _steps_per_second(wide, steps)
+        t.add_row(
+            name, f"{single:,.0f}", f"{b8:,.0f}", f"{b8 / single:.1f}x", f"{b64:,.0f}",
+            f"{b64 / single:.1f}x",
+        )  # fmt: skip
+    console.print(t)
+
+
+def rollout_speed(data: Path, episodes: int = 500) -> None:
+    """``evaluate``'s rollout of each expert: single envs (8 at a time, the old path) vs the
+    batched env (64 at a time); same agent, same episode seeds, the numbers compared."""
+    t = Table(title=f"evaluate rollouts ({episodes} episodes per expert)")
+    for c in ("experts of", "role", "single eps/s", "batched eps/s", "speed-up", "same numbers"):
+        t.add_column(c, justify="right")
+    for name in ("hazard-grid", "hazard-nav"):
+        rc = RunConfig(load_experiment(name), data)
+        if not (rc.paths.expert("safe") / "meta.json").is_file():
+            continue
+        exp = rc.experiment
+        for role in ("safe", "reckless"):
+            model, meta = ExperimentStore(rc).expert(role)
+            agent = PolicyAgent(model, bool(meta.get("deterministic", True)))
+            cfg = exp.env
+
+            def single(cfg=cfg):
+                return make_env(cfg.id, dict(cfg.kwargs), cfg.cost_fn)
+
+            t0 = time.perf_counter()
+            old = rollout(agent, single, episodes, exp.eval.seed)
+            t1 = time.perf_counter()
+            new = rollout(agent, env_factory(exp.env), episodes, exp.eval.seed)
+            t2 = time.perf_counter()
+            same = np.array_equal(old.returns, new.returns) and np.array_equal(old.costs, new.costs)
+            t.add_row(
+                name, role, f"{episodes / (t1 - t0):,.0f}", f"{episodes / (t2 - t1):,.0f}",
+                f"{(t1 - t0) / (t2 - t1):.1f}x", "yes" if same else "NO",
+            )  # fmt: skip
+    console.print(t)
+
+
+def ppo_speed(steps: int = 30_000) -> None:
+    """PPO training steps/s (the experiment's PPO settings) on DummyVecEnv vs batched env."""
+    t = Table(title=f"PPO training steps/s ({steps:,} steps, 1 torch thread)")
+    for c in ("env", "DummyVecEnv", "batched", "speed-up"):
+        t.add_column(c, justify="right")
+    for name in ("hazard-grid", "hazard-nav"):
+        exp = load_experiment(name)
+        rates = []
+        for venv in _vec_envs(name, exp.ppo.n_envs)[1:]:
+            model = build_ppo(venv, exp.ppo, 0)
+            t0 = time.perf_counter()
+            model.learn(steps)
+            rates.append(steps / (time.perf_counter() - t0))
+        t.add_row(name, f"{rates[0]:,.0f}", f"{rates[1]:,.0f}", f"{rates[1] / rates[0]:.2f}x")
+    console.print(t)
+
+
+def conditioned_fraction(data: Path) -> None:
+    """``conditioned``'s training time over ``budget-env``'s for the whole alpha grid, per
+    training seed, from the last ``evaluate`` of hazard-grid under ``data``."""
+    import pandas as pd
+
+    rc = RunConfig(load_experiment("hazard-grid"), data)
+    path = rc.paths.eval / "results.csv"
+    if not path.is_file():
+        console.print(f"conditioned vs budget: no {path} (run `make reproduce` first)")
+        return
+    df = pd.read_csv(path)
+    parts = []
+    for seed, g in df.groupby("seed"):
+        cond = g.loc[g.method == "conditioned", "train_seconds"].sum()
+        bud = g.loc[g.method == "budget-env", "train_seconds"]
+        if len(bud) and bud.sum() > 0:
+            parts.append(f"seed {seed}: {cond:.0f} s / {bud.sum():.0f} s ({len(bud)} alphas) "
+                         f"= {cond / bud.sum():.2f}")  # fmt: skip
+    console.print("conditioned training time / budget-env's: " + ("; ".join(parts) or "n/a"))
+
+
 def main() -> None:
     set_threads()
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")
     t0 = time.perf_counter()
     env_speeds()
+    env_speed()
+    ppo_speed()
     grid_experts(data)
     gap_ok = grid_frontier(data)
     nav_experts(data)
+    rollout_speed(data)
     sweep_speedup(data)
+    conditioned_fraction(data)
     console.print(f"bench done in {time.perf_counter() - t0:.0f} s")
     if not gap_ok:
         sys.exit(1)

@@ -113,6 +113,12 @@ class BlendConfig:
     )
     """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
     --reward env``; ``bc-mix+cal`` = train bc-mix, calibrate it, train again through the map)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds of the blended agents: ``run``, ``reproduce``, ``train-blend`` and
+    ``sweep`` train every (method, alpha, seed), one ``results.csv`` row each, and
+    ``summary.csv`` gives each metric's mean and 95% interval over them. Labels, not the
+    numbers handed to torch: every stream is derived from the experiment's ``seed``
+    (``safeknob.seeding``)."""
     steps: int = 300_000
     """Env steps per trained blended agent."""
     gain_scale: float = 5.0
@@ -292,6 +298,16 @@ def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _check_seeds(cfg: ExperimentConfig) -> None:
+    seeds = cfg.blend.seeds
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(
+            f"blend.seeds must be distinct integers >= 0 (e.g. [0, 1, 2]), got {list(seeds)}"
+        )
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Range checks that types alone cannot express. (``blend.methods`` names registered
     methods; :func:`safeknob.methods.check_specs` checks them, one layer up.)"""
@@ -300,6 +316,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for a in cfg.blend.alphas:
         if not 0.0 <= a <= 1.0:
             raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
+    _check_seeds(cfg)
     for key, val in (
         ("demos.episodes", cfg.demos.episodes),
         ("eval.episodes", cfg.eval.episodes),

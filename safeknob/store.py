@@ -36,6 +36,7 @@ from safeknob.envs import make_env
 from safeknob.errors import ArtifactError
 from safeknob.rl.airl import LearnedReward, make_reward_net
 from safeknob.rl.training import load_ppo
+from safeknob.seeding import folder_suffix
 
 ROLES = ("reckless", "safe")
 
@@ -46,11 +47,16 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 """Columns of ``eval/results.csv`` (one row per method, alpha, seed)."""
 SUMMARY_COLUMNS = [
-    "experiment", "method", "n_alphas", "spearman", "violations", "calibration_error",
-    "calibration_max", "chord_gain_mean", "frontier_gap_mean", "frontier_gap_max",
-    "cost_std_mean", "train_seconds",
+    "experiment", "method", "n_alphas", "n_seeds", "spearman", "spearman_lo", "spearman_hi",
+    "violations", "calibration_error", "calibration_error_lo", "calibration_error_hi",
+    "calibration_max", "calibration_max_lo", "calibration_max_hi", "chord_gain_mean",
+    "chord_gain_mean_lo", "chord_gain_mean_hi", "frontier_gap_mean", "frontier_gap_mean_lo",
+    "frontier_gap_mean_hi", "frontier_gap_max", "cost_std_mean", "train_seconds",
 ]  # fmt: skip
-"""Columns of ``eval/summary.csv`` (one row per method)."""
+"""Columns of ``eval/summary.csv`` (one row per method): the metrics of ``SEED_METRICS``
+(``evaluation.metrics``) as the mean over training seeds with a 95% stratified bootstrap
+interval over seeds (``_lo``/``_hi``, ``seed_interval``) and ``n_seeds``; the rest on the
+seed-averaged grid (``summarize_method``)."""
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATE_STAGE = "calibrate"
@@ -259,14 +265,14 @@ class ExperimentStore:
 
     # ------------------------------------------------------------------ blends
     def blend_folder(self, method: str, alpha: float, seed: int | None = None) -> Path:
-        """``blends/<method>/alpha-A`` (``_seed-S`` for a seed other than the experiment's)."""
+        """``blends/<method>/alpha-A`` (``_seed-S`` for a seed other than the first)."""
         return self.paths.blends / method / (alpha_dir(alpha) + self.seed_suffix(seed))
 
     def seed_suffix(self, seed: int | None) -> str:
-        """``""`` for the experiment's own seed, else ``"_seed-S"``: one folder per (method,
-        alpha, seed). Not ``-seed-``: ``atomic_dir`` cleans ``.tmp-alpha-0.50-*``, which
-        would match a concurrent job's ``.tmp-alpha-0.50-seed-1-*``."""
-        return "" if seed is None or seed == self.rc.experiment.seed else f"_seed-{seed}"
+        """``""`` for the experiment's first training seed (``[blend] seeds[0]``), else
+        ``"_seed-S"``: one folder per (method, alpha, seed) (``safeknob.seeding``)."""
+        first = self.rc.experiment.blend.seeds[0]
+        return "" if seed is None else folder_suffix(first, seed)
 
     def blend_at(self, folder: Path) -> BlendRecord:
         """The blend stored in ``folder`` (its meta checked)."""

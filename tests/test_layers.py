@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("store", "parallel", "data", "minari_io", "hdf5_io"),
     ("rl",),
     ("evaluation",),
-    ("envs", "config", "artifacts", "errors", "worker"),
+    ("envs", "config", "artifacts", "errors", "worker", "seeding"),
 ]
 """Top to bottom; a module's layer is that of its first name below ``safeknob.``."""
 

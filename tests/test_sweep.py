@@ -137,7 +137,6 @@ def test_bad_input_is_one_line(tmp_path, tiny_experiment_file):
         (["--alphas", "0,2"], "alpha must be in [0, 1]"),
         (["--seeds", "0,x"], "malformed seed list"),
         (["--address", "auto"], "--address needs --backend ray"),
-        (["--methods", "conditioned", "--seeds", "0,1"], "conditioned trains one shared"),
     ]
     for extra, msg in cases:
         res = runner.invoke(app, base + extra)

@@ -97,9 +97,10 @@ def _span_defined(span: float) -> bool:
 def bootstrap_ci(
     x: ArrayLike, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap confidence interval of the mean over episodes.
+    """Percentile bootstrap confidence interval of the mean over episodes
+    (``scipy.stats.bootstrap``, ``method="percentile"``).
 
-    Resamples the episodes with replacement ``n_boot`` times (vectorized, drawn from
+    Resamples the episodes with replacement ``n_boot`` times (drawn from
     ``np.random.default_rng(seed)``, so the result is deterministic for a given seed) and takes
     the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means. The
     interval is widened, if needed, to contain the sample mean (this only matters for
@@ -134,15 +135,17 @@ def bootstrap_ci(
     if n == 1 or np.ptp(arr) == 0.0:
         return mean, mean, mean
 
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, _BOOT_CHUNK_ELEMS // n)
-    boot_means = np.empty(n_boot)
-    for start in range(0, n_boot, rows_per_chunk):
-        stop = min(n_boot, start + rows_per_chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        boot_means[start:stop] = arr[idx].mean(axis=1)
-    alpha = 1.0 - level
-    lo, hi = np.quantile(boot_means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    res = stats.bootstrap(
+        (arr,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        batch=max(1, _BOOT_CHUNK_ELEMS // n),
+        rng=np.random.default_rng(seed),
+    )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return mean, float(min(lo, mean)), float(max(hi, mean))
 
 
@@ -486,3 +489,146 @@ def episode_stats(
         "cost_hi": c[2],
         "cost_std": float(np.std(np.asarray(costs, dtype=float))),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Across training seeds
+# --------------------------------------------------------------------------------------------
+
+SEED_METRICS = (
+    "spearman",
+    "calibration_error",
+    "calibration_max",
+    "frontier_gap_mean",
+    "chord_gain_mean",
+)
+"""Metrics summarized over training seeds (mean over seeds and a 95% interval)."""
+
+_GRID_COLUMNS = ("cost_mean", "position", "chord_gain", "frontier_gap")
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    """Average ranks along axis -2 (the alpha axis), as Spearman uses them."""
+    return stats.rankdata(x, axis=-2)
+
+
+def _grid_metrics(alphas: np.ndarray, grids: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-replicate grid metrics, vectorized. ``grids[name]`` has shape (..., A, S): values
+    at each of the A alphas for S seed replicates; returns arrays of shape (..., S)."""
+    cost = grids["cost_mean"]
+    ra = _rank(np.broadcast_to(alphas[:, None], cost.shape[-2:]).astype(float))
+    rc = _rank(cost)
+    ra = ra - ra.mean(axis=-2, keepdims=True)
+    rc = rc - rc.mean(axis=-2, keepdims=True)
+    den = np.sqrt((ra * ra).sum(axis=-2) * (rc * rc).sum(axis=-2))
+    with np.errstate(all="ignore"):
+        rho = np.where(den > 0, (ra * rc).sum(axis=-2) / np.where(den > 0, den, 1.0), np.nan)
+        err = np.abs(grids["position"] - alphas[:, None])
+        out = {
+            "spearman": rho,
+            "calibration_error": _nanreduce(err, np.nanmean),
+            "calibration_max": _nanreduce(err, np.nanmax),
+            "frontier_gap_mean": _nanreduce(grids["frontier_gap"], np.nanmean),
+            "chord_gain_mean": _nanreduce(grids["chord_gain"], np.nanmean),
+        }
+    return out
+
+
+def _nanreduce(x: np.ndarray, fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """``fn`` over the alpha axis (-2), nan where a column is all nan, without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(fn(x, axis=-2), dtype=float)
+
+
+def seed_interval(
+    df: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
+    """Each of `SEED_METRICS` as the mean over training seeds of the per-seed metric, with a
+    stratified bootstrap interval over seeds.
+
+    The per-seed metric is computed on that seed's agents over the alpha grid (as
+    `summarize_method` does for one seed). The interval is a percentile bootstrap
+    (``scipy.stats.bootstrap``) stratified by alpha: each resample draws, independently at
+    every alpha, ``S`` of the ``S`` seeds' agents with replacement, forms ``S`` replicate
+    grids and averages their metric (rliable's stratified bootstrap, Agarwal et al. 2021,
+    with the alphas as strata). Not an average of per-seed interval bounds.
+
+    Args:
+        df: one method's rows (``alpha``, ``seed``, ``cost_mean``, ``position``,
+            ``chord_gain``, optional ``frontier_gap``).
+        n_boot: bootstrap resamples.
+        level: confidence level.
+        seed: seed of the resampling (``np.random.default_rng``).
+
+    Returns:
+        ``n_seeds`` (seeds with an agent at every alpha of the grid) and, per metric ``m``,
+        ``m`` (mean over seeds), ``m_lo``, ``m_hi``. With one seed (or identical per-seed
+        values) ``lo == hi == mean``; nan where the metric is undefined.
+    """
+    data = df.loc[~df["alpha"].isna()].copy()
+    if "frontier_gap" not in data.columns:
+        data["frontier_gap"] = _NAN
+    for name in ("alpha", "seed", *_GRID_COLUMNS):
+        data[name] = pd.to_numeric(data[name], errors="coerce").astype(float)
+    # Average duplicate (alpha, seed) rows, then keep seeds present at every alpha.
+    table = data.groupby(["alpha", "seed"], sort=True)[list(_GRID_COLUMNS)].mean()
+    wide = {c: table[c].unstack("seed") for c in _GRID_COLUMNS}
+    complete = wide["cost_mean"].notna().all(axis=0)
+    seeds = complete.index[complete.to_numpy()]
+    out: dict[str, Any] = {"n_seeds": int(len(seeds))}
+    if len(seeds) == 0:
+        for m in SEED_METRICS:
+            out[m] = out[f"{m}_lo"] = out[f"{m}_hi"] = _NAN
+        return out
+    alphas = wide["cost_mean"].index.to_numpy(dtype=float)
+    grids = {c: wide[c][seeds].to_numpy(dtype=float) for c in _GRID_COLUMNS}  # (A, S)
+    per_seed = _grid_metrics(alphas, grids)
+    n_s = len(seeds)
+
+    def statistic_for(metric: str):
+        def stat(*idx: np.ndarray, axis: int = -1) -> np.ndarray:
+            # idx[a]: resampled seed indices at alpha a, shape (..., S).
+            ix = np.stack([np.asarray(i, dtype=np.int64) for i in idx], axis=-2)  # (..., A, S)
+            rows = np.arange(len(alphas))[:, None]
+            g = {c: v[rows, ix] for c, v in grids.items()}
+            per_replicate = _grid_metrics(alphas, g)[metric]  # (..., S)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return np.nanmean(per_replicate, axis=-1)
+
+        return stat
+
+    strata = tuple(np.arange(n_s, dtype=float) for _ in alphas)
+    for m in SEED_METRICS:
+        vals = per_seed[m]
+        mean = _nanmean(vals)
+        out[m] = mean
+        finite = vals[np.isfinite(vals)]
+        if math.isnan(mean) or finite.size < 2 or np.ptp(finite) == 0.0:
+            out[f"{m}_lo"] = out[f"{m}_hi"] = mean
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.bootstrap(
+                strata,
+                statistic_for(m),
+                n_resamples=n_boot,
+                confidence_level=level,
+                method="percentile",
+                vectorized=True,
+                paired=False,
+                rng=np.random.default_rng(seed),
+            )
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        out[f"{m}_lo"] = min(lo, mean) if math.isfinite(lo) else _NAN
+        out[f"{m}_hi"] = max(hi, mean) if math.isfinite(hi) else _NAN
+    return out
+
+
+def separated(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two intervals ``(lo, hi)`` do not overlap (nan bounds: not separated)."""
+    (alo, ahi), (blo, bhi) = a, b
+    if any(math.isnan(x) for x in (alo, ahi, blo, bhi)):
+        return False
+    return ahi < blo or bhi < alo

@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from safeknob.envs.vec import core_for_factory
+
 
 class Agent(Protocol):
     """Anything that acts in a batch of envs."""
@@ -69,6 +71,28 @@ class MixtureAgent:
         return out
 
 
+BATCHED_ENVS = 64
+"""Copies a rollout steps at once when the env has a batched core (``safeknob.envs.vec``)."""
+
+
+def _step(
+    core: Any, envs: list[gym.Env], n_envs: int, active: np.ndarray, actions: Any
+) -> list[tuple[Any, float, bool, bool, float]]:
+    """Step the active slots: ``(obs, reward, terminated, truncated, cost)`` per active slot,
+    from the batched core (all slots at once; idle ones get a dummy action) or one env each."""
+    if core is not None:
+        acts = np.asarray(actions)
+        full = np.zeros((n_envs, *acts.shape[1:]), dtype=acts.dtype)
+        full[active] = acts
+        o, r, te, tr, c = core.step(full)
+        return [(o[i], float(r[i]), bool(te[i]), bool(tr[i]), float(c[i])) for i in active]
+    out = []
+    for j, i in enumerate(active):
+        obs, r, term, trunc, info = envs[int(i)].step(actions[j])
+        out.append((obs, r, bool(term), bool(trunc), float(info["cost"])))
+    return out
+
+
 @dataclass
 class Episode:
     """One recorded episode. ``obs`` has shape (T + 1,) + obs_shape, ``acts`` (T,) +
@@ -113,8 +137,11 @@ def rollout(
         progress: called with the number of newly finished episodes.
     """
     torch.manual_seed(seed)
-    n_envs = max(1, min(n_envs, episodes))
-    envs = [make_env() for _ in range(n_envs)]
+    # A built-in env steps all copies at once (safeknob.envs.vec), so a wide batch is cheap:
+    # the policy is queried once for all of them. Episode k still uses env seed seed + k.
+    core = core_for_factory(make_env, max(1, min(max(n_envs, BATCHED_ENVS), episodes)))
+    n_envs = core.n if core is not None else max(1, min(n_envs, episodes))
+    envs = [make_env() for _ in range(n_envs)] if core is None else []
     rets = np.zeros(episodes)
     costs = np.zeros(episodes)
     lens = np.zeros(episodes, dtype=np.int64)
@@ -132,11 +159,28 @@ def rollout(
         k = next_ep
         next_ep += 1
         ep_of[i] = k
-        obs, _ = envs[i].reset(seed=seed + k)
+        if core is not None:
+            obs = core.reset_slot(i, seed + k)
+        else:
+            obs, _ = envs[i].reset(seed=seed + k)
         obs_now[i] = obs
         agent.start_episode(i, np.random.default_rng([seed, k]))
         if record:
             buf[i] = {"obs": [obs], "acts": [], "rews": [], "costs": []}
+
+    def finish(i: int, k: int, term: bool) -> None:
+        if record:
+            b = buf[i]
+            recorded[k] = Episode(
+                obs=np.asarray(b["obs"]),
+                acts=np.asarray(b["acts"]),
+                rews=np.asarray(b["rews"], dtype=float),
+                costs=np.asarray(b["costs"], dtype=float),
+                terminal=bool(term),
+            )
+        if progress is not None:
+            progress(1)
+        start(i)
 
     for i in range(n_envs):
         start(i)
@@ -144,12 +188,10 @@ def rollout(
         active = np.flatnonzero(ep_of >= 0)
         batch = np.stack([np.asarray(obs_now[i]) for i in active])
         actions = agent.act(batch, active)
-        for j, i_ in enumerate(active):
-            i = int(i_)
-            act = actions[j]
-            obs, r, term, trunc, info = envs[i].step(act)
+        steps = _step(core, envs, n_envs, active, actions)
+        for j, (i, (obs, r, term, trunc, c)) in enumerate(zip(active, steps, strict=True)):
+            i = int(i)
             k = int(ep_of[i])
-            c = float(info["cost"])
             rets[k] += r
             costs[k] += c
             lens[k] += 1
@@ -157,22 +199,11 @@ def rollout(
             if record:
                 b = buf[i]
                 b["obs"].append(obs)
-                b["acts"].append(act)
+                b["acts"].append(actions[j])
                 b["rews"].append(r)
                 b["costs"].append(c)
             if term or trunc:
-                if record:
-                    b = buf[i]
-                    recorded[k] = Episode(
-                        obs=np.asarray(b["obs"]),
-                        acts=np.asarray(b["acts"]),
-                        rews=np.asarray(b["rews"], dtype=float),
-                        costs=np.asarray(b["costs"], dtype=float),
-                        terminal=bool(term),
-                    )
-                if progress is not None:
-                    progress(1)
-                start(i)
+                finish(i, k, term)
     for e in envs:
         e.close()
     eps = [e for e in recorded if e is not None] if record else []

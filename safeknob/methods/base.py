@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from rich.progress import Progress, TaskID
 
+from safeknob import seeding
 from safeknob.config import RunConfig
 from safeknob.evaluation.rollout import Agent
 from safeknob.store import ExperimentStore
@@ -24,7 +25,8 @@ class BlendContext:
     run: RunConfig
     """Experiment, data folder, flags."""
     seed: int
-    """Training seed of this agent."""
+    """Training seed of this agent: a label (``[blend] seeds``, the ``seed`` column); the
+    numbers handed to torch and numpy come from :meth:`stream`."""
     c_safe: float
     """The safe expert's mean episode cost in its demonstrations."""
     c_reck: float
@@ -38,11 +40,17 @@ class BlendContext:
         """The context of an experiment (reads the demonstrations' costs; ArtifactError when
         they are missing)."""
         c_safe, c_reck = ExperimentStore(rc).demo_costs()
-        return cls(rc, rc.experiment.seed if seed is None else seed, c_safe, c_reck)
+        return cls(rc, rc.experiment.blend.seeds[0] if seed is None else seed, c_safe, c_reck)
 
     @property
     def store(self) -> ExperimentStore:
         return ExperimentStore(self.run)
+
+    def stream(self, role: str, method: str, alpha: float | None = None) -> int:
+        """The integer seed of stream (``blend``, role, method, alpha, seed) derived from the
+        experiment's seed (:mod:`safeknob.seeding`); ``alpha=None`` for a stream shared by
+        every alpha."""
+        return seeding.derive(self.run.experiment.seed, "blend", role, method, alpha, self.seed)
 
     def budget(self, alpha: float) -> float:
         """d(alpha) = C_safe + alpha * (C_reck - C_safe), the episode-cost budget at alpha."""

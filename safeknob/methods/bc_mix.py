@@ -87,13 +87,16 @@ class BCMixMethod(Method):
         return spaces
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
-        torch.manual_seed(ctx.seed)
+        torch.manual_seed(ctx.stream("agent", self.name, alpha))
         safe, _ = ctx.store.demos("safe")
         reck, _ = ctx.store.demos("reckless")
         (obs, acts, nxt), m_r, m_s = mix_transitions(
-            _flatten(safe), _flatten(reck), alpha, np.random.default_rng(ctx.seed)
+            _flatten(safe),
+            _flatten(reck),
+            alpha,
+            np.random.default_rng(ctx.stream("permutation", self.name)),
         )
-        rng = np.random.default_rng([ctx.seed, 1])
+        rng = np.random.default_rng(ctx.stream("sampler", self.name, alpha))
         obs_space, act_space = self._spaces(ctx)
         if obs.dtype.kind == "f" and np.issubdtype(np.dtype(obs_space.dtype), np.integer):
             obs, nxt = obs.astype(np.int64), nxt.astype(np.int64)

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import alpha_dir
 from safeknob.config import tb_dir
+from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
 from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.registry import register
@@ -45,7 +45,12 @@ CANDIDATES = 16
 
 
 def measure_snapshots(
-    ctx: BlendContext, model: Any, snapshots: list[dict[str, Any]], learned: bool
+    ctx: BlendContext,
+    model: Any,
+    snapshots: list[dict[str, Any]],
+    learned: bool,
+    method: str = "budget",
+    alpha: float | None = None,
 ) -> list[tuple[float, float, int]]:
     """(mean objective, mean cost, episodes) of each snapshot acting greedily over fresh
     episodes (the optimum of a constrained problem mixes two deterministic policies; the
@@ -68,7 +73,7 @@ def measure_snapshots(
             PolicyAgent(policy, deterministic=True),
             make,
             episodes,
-            seed=7_000_000 + ctx.seed,
+            seed=ctx.stream("candidates", method, alpha),
             record=learned,
         )
         if fn is None:
@@ -116,7 +121,7 @@ class BudgetMethod(Method):
         )
         venv = None
         if self.reward == "airl":
-            venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
+            venv = vec_env(absorbing_factory(exp.env), exp.ppo.n_envs)
             lagrange = dataclasses.replace(
                 lagrange,
                 kp=lagrange.kp * AIRL_GAIN,
@@ -129,13 +134,14 @@ class BudgetMethod(Method):
         if self.reward == "airl" or exp.blend.warmstart:
             store = ctx.store
             warmstart = demos_warmstart(
-                lambda: store.demos("safe")[0] + store.demos("reckless")[0], ctx.seed
+                lambda: store.demos("safe")[0] + store.demos("reckless")[0],
+                ctx.stream("warmstart", self.name, alpha),
             )
 
         res = train_ppo(
             exp,
             self.steps(ctx),
-            ctx.seed,
+            ctx.stream("agent", self.name, alpha),
             budget=budget,
             lagrange=lagrange,
             two_sided=True,
@@ -152,7 +158,7 @@ class BudgetMethod(Method):
         # noisy to choose from), then deploy the best mixture that meets the budget.
         idx = np.unique(np.linspace(0, len(res.snapshots) - 1, CANDIDATES).round().astype(int))
         cands = [res.snapshots[i] for i in idx]
-        points = measure_snapshots(ctx, res.model, cands, self.reward == "airl")
+        points = measure_snapshots(ctx, res.model, cands, self.reward == "airl", self.name, alpha)
         weights = dual_mixture(points, budget, lam=res.final_lambda)
         save_weighted(folder, cands, weights)
         return {

@@ -35,6 +35,7 @@ from safeknob.rl.training import (
     make_vec_env,
 )
 from safeknob.rl.warmstart import bc_warmstart
+from safeknob.seeding import folder_suffix
 
 SHARED = "shared"
 
@@ -74,7 +75,8 @@ def conditioned_warmstart(ctx: BlendContext, model: Any, epochs: int = 5) -> Non
         for role, alpha in (("safe", 0.0), ("reckless", 1.0))
         for t in ctx.store.demos(role)[0]
     ]
-    bc_warmstart(model, trajs, space, model.action_space, ctx.seed, epochs)
+    seed = ctx.stream("warmstart", "conditioned")
+    bc_warmstart(model, trajs, space, model.action_space, seed, epochs)
 
 
 def conditioned_ppo(exp: ExperimentConfig) -> PPOConfig:
@@ -169,8 +171,12 @@ class ConditionedMethod(Method):
     def grid(self, ctx: BlendContext) -> np.ndarray:
         return np.linspace(0.0, 1.0, ctx.run.experiment.blend.conditioned_bins)
 
-    def shared_folder(self, ctx: BlendContext) -> Path:
-        return ctx.run.paths.blends / self.name / SHARED
+    def shared_folder(self, ctx: BlendContext, seed: int | None = None) -> Path:
+        """The one policy of training seed ``seed`` (default ``ctx.seed``): ``shared/`` for
+        the experiment's first seed, ``shared_seed-S/`` for the others."""
+        s = ctx.seed if seed is None else seed
+        sfx = folder_suffix(ctx.run.experiment.blend.seeds[0], s)
+        return ctx.run.paths.blends / self.name / (SHARED + sfx)
 
     def _shared_config(self, ctx: BlendContext) -> dict[str, Any]:
         return {
@@ -199,8 +205,9 @@ class ConditionedMethod(Method):
         grid = self.grid(ctx)
         budgets = np.array([ctx.budget(a) for a in grid])
         ppo = conditioned_ppo(exp)
-        venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), grid, ctx.seed)
-        model = build_ppo(venv, ppo, ctx.seed, tb_dir(ctx.run, "blend", self.name))
+        seed = ctx.stream("agent", self.name)
+        venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), grid, seed)
+        model = build_ppo(venv, ppo, seed, tb_dir(ctx.run, "blend", self.name))
         if exp.blend.warmstart:
             conditioned_warmstart(ctx, model)
         steps = self.steps(ctx)
@@ -236,7 +243,7 @@ class ConditionedMethod(Method):
         }
 
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
-        shared = self.shared_folder(ctx)
+        shared = self.shared_folder(ctx, int(meta.get("seed", ctx.seed)))
         model = load_ppo(shared / "model.zip")
         aug, _ = augmenter(make_vec_env(ctx.run.experiment.env, 1).observation_space)
         alpha = float(meta.get("internal_alpha", meta["alpha"]))

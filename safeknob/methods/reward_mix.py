@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import alpha_dir
 from safeknob.config import tb_dir
+from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent, PolicyAgent
 from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.registry import register
@@ -48,15 +48,15 @@ class RewardMixMethod(Method):
                 obs, acts, next_obs, dones
             )
 
-        venv = DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs)
+        venv = vec_env(absorbing_factory(exp.env), exp.ppo.n_envs)
 
         res = train_ppo(
             exp,
             self.steps(ctx),
-            ctx.seed,
+            ctx.stream("agent", self.name, alpha),
             reward_fn=mixed,
             venv=venv,
-            warmstart=demos_warmstart(_both_demos(ctx), ctx.seed),
+            warmstart=demos_warmstart(_both_demos(ctx), ctx.stream("warmstart", self.name, alpha)),
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
             progress=ctx.progress,
             task=ctx.task,

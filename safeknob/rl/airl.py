@@ -37,11 +37,11 @@ from imitation.data import types as imit_types
 from imitation.data.types import TrajectoryWithRew
 from imitation.rewards.reward_nets import BasicShapedRewardNet
 from imitation.util import logger as imit_logger
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob.artifacts import write_json
 from safeknob.config import EnvConfig, RunConfig, tb_dir
 from safeknob.envs import make_env, tabular_model
+from safeknob.envs.vec import AbsorbingCore, make_core, vec_env
 from safeknob.errors import ArtifactError
 from safeknob.rl.training import build_ppo
 from safeknob.rl.warmstart import bc_warmstart
@@ -98,6 +98,12 @@ def absorbing_factory(env_cfg: EnvConfig) -> Callable[[], gym.Env]:
         env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
         return AbsorbingWrapper(env, env_horizon(env))
 
+    def batched(n: int):
+        """The same env, ``n`` copies stepped at once (``safeknob.envs.vec``), or None."""
+        core = make_core(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn, n)
+        return None if core is None else AbsorbingCore(core, core.env.horizon)
+
+    make.batched = batched  # type: ignore[attr-defined]
     return make
 
 
@@ -274,7 +280,7 @@ def train_airl(
             )  # fmt: skip
             for t in demos
         ]
-    venv = DummyVecEnv([make] * exp.ppo.n_envs)
+    venv = vec_env(make, exp.ppo.n_envs)
     venv.seed(seed)
     gen = build_ppo(venv, exp.ppo, seed)
     # Start the generator at the expert (BC on its demonstrations): without it the safe

@@ -23,6 +23,7 @@ from safeknob.errors import UserError
 from safeknob.evaluation.metrics import ExpertStats, bootstrap_ci, position
 from safeknob.evaluation.rollout import rollout
 from safeknob.methods import BlendContext, get_method, load_blend
+from safeknob.methods.base import Method
 from safeknob.rl.training import env_factory
 from safeknob.stages import learn_rewards
 from safeknob.stages.common import console, progress_bar
@@ -42,7 +43,7 @@ class BlendRunConfig:
     reward: str | None = None
     """Reward source for methods that take one (``airl`` or ``env``)."""
     seed: int | None = None
-    """Training seed (default: the experiment's)."""
+    """One training seed (a label); default: every seed of the experiment's ``[blend] seeds``."""
     workers: int = 1
     """Processes training alphas in parallel (one torch thread each)."""
     calibrated: bool = False
@@ -71,11 +72,14 @@ def check_alpha(alpha: float) -> None:
 
 
 def run(bc: BlendRunConfig) -> Path:
-    """Produce one agent per alpha under ``blends/<method>/alpha-A/``; returns the method folder."""
+    """Produce one agent per (alpha, seed) under ``blends/<method>/alpha-A[_seed-S]/`` (every
+    seed of ``[blend] seeds`` unless ``bc.seed`` names one); returns the method folder."""
     for a in bc.alphas:
         check_alpha(a)
     method = get_method(bc.method, bc.reward)
     rc = bc.run
+    if bc.seed is None:
+        return _run_seeds(bc, method)
     store = ExperimentStore(rc)
     ctx = BlendContext.create(rc, bc.seed)
     config = {
@@ -120,7 +124,7 @@ def run(bc: BlendRunConfig) -> Path:
         learn_rewards.run(rc, needs, workers=bc.workers)
     steps = method.steps(ctx)
     if bc.workers > 1 and method.trains and not method.shared_policy and len(todo) > 1:
-        _run_parallel(bc, todo)
+        _run_parallel(bc, [dataclasses.replace(bc, alphas=(a,)) for a in todo])
         return rc.paths.blends / out_name
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
@@ -154,20 +158,41 @@ def run(bc: BlendRunConfig) -> Path:
     return rc.paths.blends / out_name
 
 
-def _one_alpha(bc: BlendRunConfig) -> float:
-    """A pool job: one alpha, in a worker process."""
+def _run_seeds(bc: BlendRunConfig, method: Method) -> Path:
+    """Every training seed of the experiment: one pool job per (alpha, seed) (per seed for a
+    method whose one policy serves every alpha) with ``workers > 1``, else one after another."""
+    rc = bc.run
+    jobs = [dataclasses.replace(bc, seed=s) for s in rc.experiment.blend.seeds]
+    if len(jobs) > 1 and bc.workers > 1 and method.trains:
+        missing = [r for r in method.learned_rewards if not ExperimentStore(rc).has_reward(r)]
+        if missing:  # shared inputs, made once before the fan-out
+            learn_rewards.run(rc, method.learned_rewards, workers=bc.workers)
+        if not method.shared_policy:
+            jobs = [dataclasses.replace(j, alphas=(a,)) for j in jobs for a in j.alphas]
+        _run_parallel(bc, jobs)
+    else:
+        for j in jobs:
+            run(j)
+    name = method.name
+    if bc.calibrated and ExperimentStore(rc).calibration_map(method.name) is not None:
+        name += "+cal"
+    return rc.paths.blends / name
+
+
+def _one_job(bc: BlendRunConfig) -> float:
+    """A pool job: one (alpha, seed), or one seed's grid, in a worker process."""
     run(bc)
     return bc.alphas[0]
 
 
-def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
-    """Train one alpha per job on the process pool; each job writes only its own folder."""
+def _run_parallel(bc: BlendRunConfig, todo: list[BlendRunConfig]) -> None:
+    """Train the jobs on the process pool; each job writes only its own folders."""
     quiet_rc = dataclasses.replace(bc.run, quiet=True)
-    jobs = [dataclasses.replace(bc, run=quiet_rc, alphas=(a,), workers=1) for a in todo]
+    jobs = [dataclasses.replace(j, run=quiet_rc, workers=1) for j in todo]
     with progress_bar(bc.run.quiet) as progress:
         task = progress.add_task(f"{bc.method} blends ({bc.workers} workers)", total=len(jobs))
         parallel.Pool(
-            _one_alpha,
+            _one_job,
             bc.workers,
             on_result=lambda _job, _alpha: progress.update(task, advance=1),
             what="a train-blend worker",
@@ -177,8 +202,10 @@ def _run_parallel(bc: BlendRunConfig, todo: list[float]) -> None:
 
 def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     """``safeknob blend --alpha A``: produce the agent, evaluate it briefly, show where it sits."""
-    folder_root = run(bc)
     rc = bc.run
+    if bc.seed is None:  # one agent: the experiment's first seed
+        bc = dataclasses.replace(bc, seed=rc.experiment.blend.seeds[0])
+    folder_root = run(bc)
     store = ExperimentStore(rc)
     alpha = bc.alphas[0]
     ctx = BlendContext.create(rc, bc.seed)

@@ -24,15 +24,11 @@ from safeknob.store import CalibrationMap, ExperimentStore
 
 
 def isotonic(y: np.ndarray) -> np.ndarray:
-    """Non-decreasing least-squares fit (pool adjacent violators)."""
-    blocks: list[list[float]] = []
-    for v in y:
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            v2, w2 = blocks.pop()
-            v1, w1 = blocks.pop()
-            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2])
-    return np.concatenate([[v] * int(w) for v, w in blocks])
+    """Non-decreasing least-squares fit, shape of ``y`` (pool adjacent violators,
+    ``scipy.optimize.isotonic_regression``)."""
+    from scipy.optimize import isotonic_regression
+
+    return np.asarray(isotonic_regression(np.asarray(y, dtype=float)).x, dtype=float)
 
 
 @dataclass(frozen=True)

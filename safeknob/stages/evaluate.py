@@ -22,6 +22,7 @@ from safeknob.evaluation.metrics import (
     episode_stats,
     frontier_gap,
     position,
+    seed_interval,
     summarize_method,
 )
 from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
@@ -194,6 +195,7 @@ def run(rc: RunConfig) -> Path:
         if str(method).startswith("expert-"):
             continue
         s = summarize_method(df)
+        s.update(seed_interval(df, exp.eval.n_boot, seed=exp.eval.seed))
         summary_rows.append({"experiment": exp.name, "method": method, **s})
     summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS)
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 from rich.table import Table
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from safeknob import data, parallel
 from safeknob.artifacts import atomic_dir, make_meta, stage_config, up_to_date, write_json
@@ -22,6 +21,7 @@ from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import value_iteration
 from safeknob.envs.model import TabularModel, evaluate_policy
+from safeknob.envs.vec import vec_env
 from safeknob.evaluation.metrics import bootstrap_ci
 from safeknob.evaluation.rollout import PolicyAgent, rollout
 from safeknob.rl.airl import STAGE, absorbing_factory, save_reward, standardization, train_airl
@@ -221,9 +221,7 @@ def reoptimize(
     tabular model also the exact optimum of the learned reward (value iteration)."""
     exp = rc.experiment
     fn = ExperimentStore(rc).reward(role, checked=False)
-    venv = CostPenaltyVecEnv(
-        DummyVecEnv([absorbing_factory(exp.env)] * exp.ppo.n_envs), reward_fn=fn
-    )
+    venv = CostPenaltyVecEnv(vec_env(absorbing_factory(exp.env), exp.ppo.n_envs), reward_fn=fn)
     model = build_ppo(venv, exp.ppo, exp.seed + 11)
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model.learn(steps, callback=ProgressCallback(progress, task))

@@ -51,7 +51,7 @@ class SweepConfig:
     alphas: tuple[float, ...] | None = None
     """Alpha grid; default: each experiment's ``blend.alphas``."""
     seeds: tuple[int, ...] | None = None
-    """Training seeds; default: each experiment's seed."""
+    """Training seeds; default: each experiment's ``[blend] seeds``."""
     backend: str = "local"
     """``local`` (process pool) or ``ray`` (Ray core tasks)."""
     workers: int = 2
@@ -187,14 +187,7 @@ def _check(sc: SweepConfig) -> None:
         blend.check_alpha(a)
     for exp in sc.experiments:
         for spec in sc.methods or exp.blend.methods:
-            method = method_of(spec)  # unknown method / reward -> UserError
-            if method.shared_policy and any(s != exp.seed for s in sc.seeds or ()):
-                raise UserError(
-                    f"{method.key} trains one shared policy per experiment "
-                    f"(blends/{method.name}/shared), so it can only be swept with the "
-                    f"experiment's seed ({exp.name}: {exp.seed}); drop it from --methods or "
-                    "from this sweep"
-                )
+            method_of(spec)  # unknown method / reward -> UserError
     if sc.backend == "ray":
         _import_ray()
 
@@ -215,7 +208,7 @@ def plan(sc: SweepConfig) -> list[Job]:
         rc = RunConfig(exp, data_dir, sc.force, quiet=True, tensorboard=sc.tensorboard)
         alphas = tuple(sc.alphas or exp.blend.alphas)
         for spec in sc.methods or exp.blend.methods:
-            for seed in sc.seeds or (exp.seed,):
+            for seed in sc.seeds or exp.blend.seeds:
                 if method_of(spec).shared_policy:
                     jobs.append(Job(rc, spec, alphas, seed))
                 else:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from safeknob import seeding
 from safeknob.artifacts import ROLES, atomic_dir, make_meta, stage_config, up_to_date, write_json
 from safeknob.config import RunConfig, tb_dir
 from safeknob.envs import make_env
@@ -66,7 +67,7 @@ def run(rc: RunConfig) -> Path:
         for role in todo:
             task = progress.add_task(f"{role} expert", total=steps[role])
             t0 = time.perf_counter()
-            seed = exp.seed + (0 if role == "reckless" else 1)
+            seed = seeding.derive(exp.seed, "experts", role)
             budget = exp.experts.cost_limit if role == "safe" else None
             res = train_ppo(
                 exp,
@@ -86,8 +87,9 @@ def run(rc: RunConfig) -> Path:
                 meta = make_meta(
                     STAGE,
                     config,
-                    seed,
+                    exp.seed,
                     wall_seconds=train_seconds,
+                    train_seed=seed,
                     role=role,
                     steps=steps[role],
                     cost_limit=budget,
