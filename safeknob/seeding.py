@@ -21,9 +21,9 @@ stage              role               what it seeds
 =================  =================  ======================================================
 ``experts``        ``reckless``       PPO of the reckless expert
 ``experts``        ``safe``           PPO-Lagrangian of the safe expert
-``experts``        ``eval-<role>``    the experts' closing evaluation episodes
 ``demos``          ``<role>``         the recorded demonstration episodes
-``rewards``        ``<role>``         AIRL of a learned reward and its re-optimization check
+``rewards``        ``<role>``         AIRL of a learned reward
+``rewards``        ``check-<role>``   the fresh PPO that re-optimizes a learned reward
 ``blend``          ``agent``          a blended agent's training (PPO / BC), per
                                       (method, alpha, seed); ``alpha`` is None for a method
                                       whose one policy serves every alpha (``conditioned``)

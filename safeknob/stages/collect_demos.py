@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob import data, hdf5_io, minari_io
+from safeknob import data, hdf5_io, minari_io, seeding
 from safeknob.artifacts import (
     ROLES,
     ArtifactError,
@@ -102,11 +102,11 @@ def run(cc: CollectConfig) -> Path:
     if todo:
         write_config(rc)
     with progress_bar(rc.quiet) as progress:
-        for i, role in enumerate(todo):
+        for role in todo:
             model, meta = models[role]
             task = progress.add_task(f"{role} demos", total=exp.demos.episodes)
             t0 = time.perf_counter()
-            seed = 1_000_003 * (exp.seed + 1) + i
+            seed = seeding.derive(exp.seed, "demos", role)
             res = rollout(
                 PolicyAgent(model, bool(meta.get("deterministic", True))),
                 env_factory(exp.env),

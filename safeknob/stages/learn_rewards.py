@@ -15,7 +15,7 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 from rich.table import Table
 
-from safeknob import data, parallel
+from safeknob import data, parallel, seeding
 from safeknob.artifacts import atomic_dir, make_meta, stage_config, up_to_date, write_json
 from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
@@ -99,7 +99,7 @@ def learn_role(
     """One role's reward, in this process: AIRL, standardization, the folder (atomically),
     then the re-optimization check added to its meta.json."""
     exp = rc.experiment
-    seed = exp.seed + 7
+    seed = seeding.derive(exp.seed, "rewards", role)
     task = progress.add_task(f"AIRL {role}", total=steps) if progress is not None else None
     t0 = time.perf_counter()
     net, facts = train_airl(rc, demos[role], steps, seed, role, progress, task)
@@ -222,7 +222,7 @@ def reoptimize(
     exp = rc.experiment
     fn = ExperimentStore(rc).reward(role, checked=False)
     venv = CostPenaltyVecEnv(vec_env(absorbing_factory(exp.env), exp.ppo.n_envs), reward_fn=fn)
-    model = build_ppo(venv, exp.ppo, exp.seed + 11)
+    model = build_ppo(venv, exp.ppo, seeding.derive(exp.seed, "rewards", f"check-{role}"))
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model.learn(steps, callback=ProgressCallback(progress, task))
     res = rollout(
