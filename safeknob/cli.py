@@ -66,6 +66,14 @@ SetOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if up to date.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the experiment's seed.")]
+TrainSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        help="Train only this training seed (default: every seed of the experiment's "
+        "[blend] seeds; `blend`: the first).",
+    ),
+]
 WorkersOpt = Annotated[
     int, typer.Option("--workers", min=1, help="Processes training alphas in parallel.")
 ]
@@ -270,7 +278,7 @@ def blend(
     data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
-    seed: SeedOpt = None,
+    seed: TrainSeedOpt = None,
     episodes: Annotated[int, typer.Option(help="Episodes of the brief evaluation.")] = 100,
     calibrated: Annotated[
         bool,
@@ -306,7 +314,7 @@ def train_blend(
     data: DataOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
-    seed: SeedOpt = None,
+    seed: TrainSeedOpt = None,
     workers: WorkersOpt = 1,
     calibrated: Annotated[
         bool,
