@@ -134,34 +134,3 @@ def test_seed_streams_are_distinct_and_stable():
     assert seeding.derive(1, "experts", "safe") != seeding.derive(0, "experts", "safe")
     with pytest.raises(ValueError):
         seeding.derive(-1, "experts")
-
-
-def _summary(cal_b: tuple[float, float, float], n_seeds: int = 3) -> pd.DataFrame:
-    rows = []
-    for method, (m, lo, hi) in (("budget-env", (0.02, 0.01, 0.03)), ("bc-mix", cal_b)):
-        rows.append(
-            {
-                "method": method, "n_alphas": 5, "n_seeds": n_seeds, "spearman": 1.0,
-                "spearman_lo": 1.0, "spearman_hi": 1.0, "violations": 0,
-                "calibration_error": m, "calibration_error_lo": lo, "calibration_error_hi": hi,
-                "calibration_max": 0.1, "chord_gain_mean": 0.0, "chord_gain_mean_lo": 0.0,
-                "chord_gain_mean_hi": 0.0, "frontier_gap_mean": m, "frontier_gap_mean_lo": lo,
-                "frontier_gap_mean_hi": hi, "frontier_gap_max": 0.1, "cost_std_mean": 1.0,
-                "train_seconds": 1.0,
-            }
-        )  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def test_report_names_best_only_with_separated_intervals():
-    from safeknob.stages.report import findings
-
-    separated_text = " ".join(findings(_summary((0.09, 0.07, 0.12)), True))
-    assert "**budget-env** is best calibrated (its 95% interval over seeds is separated" in (
-        separated_text
-    )
-    tied_text = " ".join(findings(_summary((0.03, 0.025, 0.05)), True))
-    assert "**budget-env** is tied with bc-mix" in tied_text
-    assert "best calibrated" not in tied_text
-    one_seed = " ".join(findings(_summary((0.09, 0.09, 0.09), n_seeds=1), True))
-    assert "one training seed" in one_seed

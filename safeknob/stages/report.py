@@ -56,8 +56,11 @@ RECK_COLOR = "tab:red"
 TRAJECTORY_ALPHAS = (0.25, 0.5, 0.75)
 GRID_EPISODES = 100
 NAV_EPISODES = 20
-SUMMARY_TABLE_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "experiment"]
-INT_COLUMNS = {"n_alphas", "violations"}
+SUMMARY_TABLE_COLUMNS = [
+    c for c in SUMMARY_COLUMNS if c != "experiment" and not c.endswith(("_lo", "_hi"))
+]
+"""The summary table (the intervals over training seeds stay in ``summary.csv``)."""
+INT_COLUMNS = {"n_alphas", "violations", "n_seeds"}
 #: knob.png draws positions in this range; agents outside it are clipped, marked and captioned.
 KNOB_RANGE = (-0.5, 1.5)
 
@@ -713,7 +716,8 @@ def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
             str(r[c]) if c == "method" else _fmt_int(r[c]) if c in INT_COLUMNS else fmt(r[c])
             for c in SUMMARY_TABLE_COLUMNS
         ]
-        for _, r in summary.iterrows()
+        # A summary.csv from before n_seeds existed: one seed.
+        for _, r in summary.assign(n_seeds=summary.get("n_seeds", 1)).iterrows()
     ]
 
 
