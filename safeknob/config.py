@@ -158,7 +158,8 @@ class RewardsConfig:
     """The AIRL discriminator's generator term: "transition" (log-probability of the observed
     transition; needs a tabular model), "absorbing" (Discriminator-Actor-Critic style: log
     pi(a|s), 0 on absorbing steps; no model), "absorbing-centered" (plus the policy's
-    entropy), or "auto" (transition where a tabular model exists, else absorbing)."""
+    entropy), "policy" (imitation's own log pi(a|s) everywhere; loiters, for comparison) or
+    "auto" (transition where a tabular model exists, else absorbing)."""
     cost_tolerance: float = 0.2
     """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
     the experts' cost gap |C_reck - C_safe| of its own expert's cost."""
@@ -334,7 +335,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if val < 0:
             raise ConfigError(f"{key} must be >= 0 (0: the ppo setting), got {val}")
     r = cfg.rewards
-    terms = ("auto", "transition", "absorbing", "absorbing-centered")
+    terms = ("auto", "transition", "absorbing", "absorbing-centered", "policy")
     if r.generator_term not in terms:
         raise ConfigError(
             f"rewards.generator_term must be one of {', '.join(terms)}, got {r.generator_term!r}"

@@ -309,6 +309,8 @@ def train_airl(
         if term == "transition":
             assert model is not None
             trainer: AIRL = TransitionAIRL(transition=model.P, **kwargs)
+        elif term == "policy":
+            trainer = AIRL(**kwargs)  # imitation's own logit, for comparison
         else:
             trainer = AbsorbingAIRL(center_entropy=term == "absorbing-centered", **kwargs)
         done = [0]
@@ -326,7 +328,7 @@ def train_airl(
     return net, {"horizon": horizon, "generator_term": term, "demos": len(trajs)}
 
 
-GENERATOR_TERMS = ("auto", "transition", "absorbing", "absorbing-centered")
+GENERATOR_TERMS = ("auto", "transition", "absorbing", "absorbing-centered", "policy")
 
 
 def generator_term(setting: str, tabular: bool) -> str:
