@@ -54,6 +54,11 @@ docs: install
 install-ray: install
 	$(BIN)/pip install --quiet 'ray[default]==2.60.0'
 
+# Weights & Biases for `safeknob --wandb` (the extra safeknob[wandb]).
+.PHONY: install-wandb
+install-wandb: install
+	$(BIN)/pip install --quiet -e '.[wandb]'
+
 .PHONY: install-minari
 install-minari: install
 	$(BIN)/pip install --quiet 'minari==0.5.4'

@@ -30,7 +30,6 @@ from rich.table import Table
 from safeknob.config import RunConfig, load_experiment
 from safeknob.envs import EnvError, make_env, tabular_model
 from safeknob.envs.frontier import Frontier, value_iteration
-from safeknob.envs.hazard_nav import steps_per_second
 from safeknob.envs.vec import batched_vec_env
 from safeknob.errors import UserError
 from safeknob.evaluation.rollout import PolicyAgent, rollout
@@ -70,7 +69,8 @@ def env_speeds() -> None:
     t = Table(title="Env speed (random actions, 1 thread, through make_env)")
     for c in ("env", "id", "steps/s"):
         t.add_column(c, justify="right")
-    t.add_row("HazardNav", "safeknob/HazardNav-v0", f"{steps_per_second(50_000):,.0f}")
+    nav = f"{env_steps_per_second('safeknob/HazardNav-v0', 50_000):,.0f}"
+    t.add_row("HazardNav", "safeknob/HazardNav-v0", nav)
     for name, env_id, install, n in OPTIONAL_ENVS:
         try:
             rate = f"{env_steps_per_second(env_id, n):,.0f}"

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from safeknob import hdf5_io, minari_io
+from safeknob import hdf5_io, minari_io, tracking
 from safeknob.config import EvalConfig, RunConfig, apply_overrides, load_experiment, quick
 from safeknob.errors import SafeknobError, UserError
 from safeknob.methods import REGISTRY, REWARD_SOURCES, check_specs, get_method
@@ -85,14 +85,19 @@ DEFAULT_DATA = Path(os.environ.get("SAFEKNOB_DATA", "data"))
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a stage; user errors become one red line and exit code 2, no traceback."""
     try:
-        return fn()
+        out = fn()
+        tracking.finish(0)
+        return out
     except SafeknobError as exc:
+        tracking.finish(2)
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
+        tracking.finish(130)
         console.print("[bold red]interrupted[/]: nothing half-written was kept")
         raise typer.Exit(130) from None
     except OSError as exc:
+        tracking.finish(2)
         msg = escape(f"{exc.strerror or exc}: {exc.filename or ''}")
         console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -109,6 +114,10 @@ class GlobalOptions:
     """Log training to ``DATA/<name>/tb/``."""
     data: Path = DEFAULT_DATA
     """Artifact root (a command's own ``--data`` wins)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (:mod:`safeknob.tracking`)."""
+    command: str | None = None
+    """The command being run (the W&B run's job type)."""
 
 
 @app.callback()
@@ -137,9 +146,23 @@ def _root(
             "command's own --data wins.",
         ),
     ] = DEFAULT_DATA,
+    wandb: Annotated[
+        bool,
+        typer.Option(
+            "--wandb",
+            help="Also log to Weights & Biases: the resolved config, and what goes to "
+            "TensorBoard (`make install-wandb`; WANDB_MODE=offline works offline).",
+        ),
+    ] = False,
 ) -> None:
     """Blend a reckless and a safe expert with one knob, alpha."""
-    ctx.obj = GlobalOptions(cost_fn=cost_fn, tensorboard=tensorboard, data=data)
+    ctx.obj = GlobalOptions(
+        cost_fn=cost_fn,
+        tensorboard=tensorboard,
+        data=data,
+        wandb=wandb,
+        command=ctx.invoked_subcommand,
+    )
 
 
 def _options(ctx: typer.Context) -> GlobalOptions:
@@ -155,6 +178,7 @@ def _run_config(
     quiet: bool,
     seed: int | None = None,
     overrides: list[str] | None = None,
+    quick_mode: bool = False,
 ) -> RunConfig:
     """The run config of a command: its experiment with ``--set`` overrides, ``--seed`` and
     the global ``--cost-fn`` applied, the data folder and the global flags."""
@@ -165,13 +189,19 @@ def _run_config(
         exp = exp.replace(seed=seed)
     if opts.cost_fn:
         exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=opts.cost_fn))
-    return RunConfig(
+    if quick_mode:
+        exp = quick(exp)
+    rc = RunConfig(
         experiment=exp,
         data_dir=data if data is not None else opts.data,
         force=force,
         quiet=quiet,
         tensorboard=opts.tensorboard,
     )
+    if opts.wandb:
+        root = rc.paths.root
+        tracking.start(exp.to_dict(), exp.name, str(opts.command), root, root / "tb")
+    return rc
 
 
 @app.command("train-experts")
@@ -522,9 +552,9 @@ def run_all(
     """Every stage for one experiment: experts, demos, rewards, blends, evaluate, report."""
 
     def go():
-        rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
-        if quick_mode:
-            rc = rc.replace(experiment=quick(rc.experiment))
+        rc = _run_config(
+            ctx, experiment, data, force, quiet, overrides=overrides, quick_mode=quick_mode
+        )
         return pipeline.run(pipeline.PipelineConfig(rc, _split_methods(methods), workers))
 
     _guard(go)
