@@ -195,6 +195,13 @@ def test_bad_files_one_line(tmp_path, case, message):
     assert not (tmp_path / "data" / "hazard-nav" / "demos" / "safe").exists()
 
 
+def test_max_cost_needs_an_hdf5_source(tmp_path):
+    res = runner.invoke(
+        app, ["collect-demos", "-e", "hazard-nav", "--data", str(tmp_path), "--max-cost", "1"]
+    )
+    assert res.exit_code == 2 and "--max-cost applies to --from hdf5" in res.output, res.output
+
+
 def test_library_errors(tmp_path):
     path = write_dsrl(tmp_path / "d.hdf5", synthetic(3, np.random.default_rng(4)))
     with pytest.raises(UserError, match="no episode has cost"):

@@ -89,6 +89,8 @@ def run(cc: CollectConfig) -> Path:
     rc = cc.run
     if cc.source is not None:
         return import_demos(cc)
+    if cc.max_cost is not None:
+        raise UserError("--max-cost applies to --from hdf5:PATH only")
     exp = rc.experiment
     check_experts_current(rc)
     config = stage_config(exp, "env", "ppo", "lagrange", "experts", "demos")
