@@ -116,7 +116,12 @@ class ExperimentPaths:
 
 
 def alpha_dir(alpha: float) -> str:
-    return f"alpha-{alpha:.2f}"
+    """Folder name of one alpha: two decimals when they say it exactly (``alpha-0.50``),
+    else the shortest exact decimal (``alpha-0.125``), so distinct alphas never share a
+    folder; ``-0.0`` is 0."""
+    alpha = float(alpha) + 0.0  # -0.0 -> 0.0
+    two = f"{alpha:.2f}"
+    return f"alpha-{two}" if float(two) == alpha else f"alpha-{alpha!r}"
 
 
 def experiment_paths(data_dir: Path | str, name: str) -> ExperimentPaths:
@@ -256,8 +261,13 @@ def read_meta(folder: Path, stage: str, fix: str, name: str = "meta.json") -> di
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         raise ArtifactError(f"{path} is corrupt; re-run `{fix} --force`") from None
-    if not isinstance(meta, dict) or meta.get("stage") != stage:
-        got = meta.get("stage") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise ArtifactError(
+            f"{path} holds {type(meta).__name__} {str(meta)[:30]!r}, expected a JSON object; "
+            f"remake it with `{fix} --force`"
+        )
+    if meta.get("stage") != stage:
+        got = meta.get("stage")
         raise ArtifactError(f"{path} is from stage {got!r}, expected {stage!r}; run `{fix}`")
     if meta.get("schema") != SCHEMA_VERSION:
         raise ArtifactError(

@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from safeknob import hdf5_io, minari_io, tracking
-from safeknob.config import EvalConfig, RunConfig, apply_overrides, load_experiment, quick
+from safeknob.config import (
+    EvalConfig,
+    RunConfig,
+    apply_overrides,
+    check_range,
+    load_experiment,
+    quick,
+)
 from safeknob.errors import SafeknobError, UserError
 from safeknob.methods import REGISTRY, REWARD_SOURCES, check_specs, get_method
 from safeknob.rl.training import set_threads
@@ -29,6 +37,9 @@ from safeknob.stages import sweep as sweep_stage
 from safeknob.stages import train_experts as experts_stage
 from safeknob.stages.common import console
 from safeknob.store import ExperimentStore
+
+err_console = Console(stderr=True, highlight=False)
+"""Errors go to stderr: ``safeknob ... > out.log`` still shows them."""
 
 app = typer.Typer(
     name="safeknob",
@@ -90,16 +101,25 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return out
     except SafeknobError as exc:
         tracking.finish(2)
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except UnicodeError as exc:  # LANG=C and a non-ASCII path or text: not the data's fault
+        tracking.finish(2)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}: the locale's encoding cannot represent "
+            "this text or path (nothing was changed); run with a UTF-8 locale, e.g. "
+            "`LANG=C.UTF-8 safeknob ...` or `PYTHONUTF8=1 safeknob ...`",
+            soft_wrap=True,
+        )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         tracking.finish(130)
-        console.print("[bold red]interrupted[/]: nothing half-written was kept")
+        err_console.print("[bold red]interrupted[/]: nothing half-written was kept")
         raise typer.Exit(130) from None
     except OSError as exc:
         tracking.finish(2)
         msg = escape(f"{exc.strerror or exc}: {exc.filename or ''}")
-        console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -186,6 +206,7 @@ def _run_config(
     exp = apply_overrides(load_experiment(experiment), overrides or ())
     check_specs(exp.blend.methods)
     if seed is not None:
+        _check_seed(seed)
         exp = exp.replace(seed=seed)
     if opts.cost_fn:
         exp = exp.replace(env=dataclasses.replace(exp.env, cost_fn=opts.cost_fn))
@@ -202,6 +223,11 @@ def _run_config(
         root = rc.paths.root
         tracking.start(exp.to_dict(), exp.name, str(opts.command), root, root / "tb")
     return rc
+
+
+def _check_seed(seed: int | None, label: str = "--seed") -> None:
+    if seed is not None:
+        check_range("seed", seed, label)
 
 
 @app.command("train-experts")
@@ -322,7 +348,10 @@ def blend(
 
     def go():
         rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
+        _check_seed(seed)
         blend_stage.check_alpha(alpha)
+        if episodes < 2:
+            raise UserError(f"--episodes must be >= 2, got {episodes}")
         m = method or rc.experiment.blend.method
         return blend_stage.blend_one(
             blend_stage.BlendRunConfig(rc, m, (alpha,), reward, seed, calibrated=calibrated),
@@ -360,6 +389,7 @@ def train_blend(
 
     def go():
         rc = _run_config(ctx, experiment, data, force, quiet, overrides=overrides)
+        _check_seed(seed)
         grid = (
             blend_stage.parse_alphas(alphas) if alphas is not None else rc.experiment.blend.alphas
         )
@@ -607,6 +637,8 @@ def _parse_seeds(seeds: str | None) -> tuple[int, ...] | None:
         ) from None
     if not sd:
         raise UserError("empty --seeds; use comma-separated integers, e.g. 0,1,2")
+    for s in sd:
+        _check_seed(s, "--seeds")
     return sd
 
 

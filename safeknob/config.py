@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
+import re
 import tomllib
 import types
 import typing
@@ -299,54 +301,152 @@ def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _check_seeds(cfg: ExperimentConfig) -> None:
-    seeds = cfg.blend.seeds
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one numeric setting: ``lo <= x <= hi`` (``<`` where open), finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    zero_ok: bool = False
+    """0 is allowed too (a "use the default" sentinel below ``lo``)."""
+
+    def contains(self, x: float) -> bool:
+        if self.zero_ok and x == 0:
+            return True
+        if not math.isfinite(x):
+            return False
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        if math.isfinite(self.lo) and math.isfinite(self.hi):
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            text = f"in {left}{num(self.lo)}, {num(self.hi)}{right}"
+        elif math.isfinite(self.lo):
+            text = f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        elif math.isfinite(self.hi):
+            text = f"{'<' if self.hi_open else '<='} {num(self.hi)}"
+        else:
+            text = "a finite number"
+        return f"0 or {text}" if self.zero_ok else text
+
+
+SEED_RANGE = Range(0, 2**31 - 1)
+"""Seeds: non-negative, and small enough that the offsets the stages add stay below numpy's
+legacy ``2**32`` limit (``np.random.seed``, which stable-baselines3 calls)."""
+
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+UNIT = Range(0, 1)
+AT_LEAST_1 = Range(1)
+
+RANGES: dict[str, Range] = {
+    "seed": SEED_RANGE,
+    "ppo.n_envs": AT_LEAST_1,
+    "ppo.n_steps": AT_LEAST_1,
+    "ppo.batch_size": Range(2),  # stable-baselines3 asserts batch_size > 1
+    "ppo.n_epochs": AT_LEAST_1,
+    "ppo.learning_rate": POSITIVE,
+    "ppo.gamma": UNIT,
+    "ppo.gae_lambda": UNIT,
+    "ppo.clip_range": POSITIVE,
+    "ppo.ent_coef": NON_NEGATIVE,
+    "ppo.net_arch[]": AT_LEAST_1,
+    "lagrange.kp": NON_NEGATIVE,
+    "lagrange.ki": NON_NEGATIVE,
+    "lagrange.kd": NON_NEGATIVE,
+    "lagrange.lambda_max": POSITIVE,
+    "lagrange.warmup_rollouts": NON_NEGATIVE,
+    "lagrange.cost_window": AT_LEAST_1,
+    "experts.cost_limit": NON_NEGATIVE,
+    "experts.reckless_steps": AT_LEAST_1,
+    "experts.safe_steps": AT_LEAST_1,
+    "experts.eval_episodes": Range(2),  # confidence intervals need two episodes
+    "demos.episodes": AT_LEAST_1,
+    "blend.alphas[]": UNIT,
+    "blend.seeds[]": SEED_RANGE,
+    "blend.steps": AT_LEAST_1,
+    "blend.gain_scale": POSITIVE,
+    "blend.candidate_episodes": AT_LEAST_1,
+    "blend.conditioned_steps": AT_LEAST_1,
+    "blend.conditioned_bins": Range(2),  # the grid includes alpha = 0 and alpha = 1
+    "blend.conditioned_n_envs": Range(1, zero_ok=True),
+    "blend.conditioned_batch_size": Range(2, zero_ok=True),
+    "rewards.airl_steps": AT_LEAST_1,
+    "rewards.check_steps": NON_NEGATIVE,
+    "rewards.cost_tolerance": POSITIVE,
+    "rewards.return_tolerance": POSITIVE,
+    "rewards.terminal_tolerance": POSITIVE,
+    "eval.episodes": Range(2),
+    "eval.seed": SEED_RANGE,
+    "eval.n_boot": AT_LEAST_1,
+}
+"""The allowed range of every numeric setting, by its dotted key (``[]``: each list item).
+``tests/test_config.py`` checks that every int/float field of the schema has an entry."""
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+"""Experiment names: one path component (no separators, no ``..``, no hidden folder)."""
+
+
+def check_range(key: str, value: float, label: str | None = None) -> None:
+    """Raise ConfigError naming ``label`` (default ``key``) unless ``value`` lies in the
+    :data:`RANGES` entry of ``key``."""
+    rng = RANGES[key]
+    if not rng.contains(value):
+        name = label or key.removesuffix("[]")
+        raise ConfigError(f"{name} must be {rng.describe()}, got {value!r}")
+
+
+def check_name(name: str, key: str = "name") -> None:
+    """Raise ConfigError unless ``name`` is a single safe path component."""
+    if not NAME_PATTERN.fullmatch(name) or set(name) <= {"."}:
         raise ConfigError(
-            f"blend.seeds must be distinct integers >= 0 (e.g. [0, 1, 2]), got {list(seeds)}"
+            f"{key} must be one folder name (letters, digits, '_', '.', '-'; at most 100; no "
+            f"'/' or '..'), got {name!r}"
         )
-    if cfg.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Env kwargs are passed on untyped; a NaN or infinite number in them never makes sense."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_finite(v, f"{key}[]")
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Range checks that types alone cannot express. (``blend.methods`` names registered
-    methods; :func:`safeknob.methods.check_specs` checks them, one layer up.)"""
-    if not cfg.experts.cost_limit >= 0:  # also rejects NaN
-        raise ConfigError(f"experts.cost_limit must be >= 0, got {cfg.experts.cost_limit}")
-    for a in cfg.blend.alphas:
-        if not 0.0 <= a <= 1.0:
-            raise ConfigError(f"blend.alphas must lie in [0, 1], got {a}")
-    _check_seeds(cfg)
-    for key, val in (
-        ("demos.episodes", cfg.demos.episodes),
-        ("eval.episodes", cfg.eval.episodes),
-        ("ppo.n_envs", cfg.ppo.n_envs),
-        ("experts.reckless_steps", cfg.experts.reckless_steps),
-        ("experts.safe_steps", cfg.experts.safe_steps),
-        ("blend.candidate_episodes", cfg.blend.candidate_episodes),
-    ):
-        if val < 1:
-            raise ConfigError(f"{key} must be >= 1, got {val}")
-    for key, val in (
-        ("blend.conditioned_n_envs", cfg.blend.conditioned_n_envs),
-        ("blend.conditioned_batch_size", cfg.blend.conditioned_batch_size),
-    ):
-        if val < 0:
-            raise ConfigError(f"{key} must be >= 0 (0: the ppo setting), got {val}")
+    """Range checks that types alone cannot express (one line naming the key). (``blend.methods``
+    names registered methods; :func:`safeknob.methods.check_specs` checks them, one layer up.)"""
+    check_name(cfg.name)
+    full = dataclasses.asdict(cfg)
+    for key in RANGES:
+        section, _, name = key.removesuffix("[]").rpartition(".")
+        value = full[section][name] if section else full[name]
+        for v in value if key.endswith("[]") else (value,):
+            if v is not None:
+                check_range(key, v)
+    _check_finite(cfg.env.kwargs, "env.kwargs")
+    seeds = cfg.blend.seeds
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(
+            f"blend.seeds must be distinct integers >= 0 (e.g. [0, 1, 2]), got {list(seeds)}"
+        )
     r = cfg.rewards
     terms = ("auto", "transition", "absorbing", "absorbing-centered", "policy")
     if r.generator_term not in terms:
         raise ConfigError(
             f"rewards.generator_term must be one of {', '.join(terms)}, got {r.generator_term!r}"
         )
-    for key, val in (
-        ("rewards.cost_tolerance", r.cost_tolerance),
-        ("rewards.return_tolerance", r.return_tolerance),
-        ("rewards.terminal_tolerance", r.terminal_tolerance),
-    ):
-        if not val > 0:  # also rejects NaN
-            raise ConfigError(f"{key} must be > 0, got {val}")
     return cfg
 
 

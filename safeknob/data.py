@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def save(path: Path, trajectories: Sequence[TrajectoryWithRew]) -> None:
         serialize.save(str(path), list(trajectories))
 
 
+def unencodable_path_message(path: Path | str) -> str:
+    """The error for a path the locale cannot encode (``LANG=C`` with non-ASCII names): the
+    data is fine, the locale is not, so never call it corrupt (``--force`` would overwrite)."""
+    enc = sys.getfilesystemencoding()
+    shown = os.fsencode(str(path)).decode("utf-8", "replace")
+    return (
+        f"the path {shown!r} has characters the locale's encoding ({enc}) cannot "
+        "represent; the data was not touched. Run with a UTF-8 locale, e.g. "
+        "`LANG=C.UTF-8 safeknob ...` or `PYTHONUTF8=1 safeknob ...`"
+    )
+
+
 def load(path: Path, fix: str = "safeknob collect-demos") -> list[TrajectoryWithRew]:
     """Load trajectories; raises ArtifactError (naming ``fix``) when missing or corrupt."""
     path = Path(path)
@@ -83,7 +96,11 @@ def load(path: Path, fix: str = "safeknob collect-demos") -> list[TrajectoryWith
                 )
                 for t in seq
             ]
-    except Exception as exc:  # noqa: BLE001 - any failure here means a broken folder
+    except UnicodeError:
+        raise ArtifactError(unencodable_path_message(path)) from None
+    except PermissionError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure here means a broken folder
         raise ArtifactError(
             f"demonstration dataset at {path} is corrupt or truncated ({type(exc).__name__}); "
             f"re-run `{fix} --force`"
@@ -109,48 +126,128 @@ def has_costs(trajs: Sequence[TrajectoryWithRew]) -> bool:
     )
 
 
+def episode_limit(env: gym.Env) -> int | None:
+    """The most steps an episode of ``env`` (made by ``make_env``) can take: its time limit,
+    step cap or ``horizon``, whichever is smallest; None if it states none."""
+    limits = []
+    e: gym.Env | None = env
+    while e is not None:
+        for attr in ("_max_episode_steps", "max_steps", "horizon"):
+            v = getattr(e, attr, None) if attr in vars(e) else None
+            if isinstance(v, int) and v > 0:
+                limits.append(v)
+        e = getattr(e, "env", None)
+    return min(limits) if limits else None
+
+
+def _first_bad(mask: np.ndarray, starts: np.ndarray) -> tuple[int, int]:
+    """(episode, step) of the first False in the flat per-step ``mask``."""
+    i = int(np.flatnonzero(~mask)[0])
+    ep = int(np.searchsorted(starts, i, side="right")) - 1
+    return ep, i - int(starts[ep])
+
+
+def _in_space(x: np.ndarray, space: gym.spaces.Space) -> tuple[np.ndarray, str]:
+    """Per-row membership of the stacked values ``x`` (shape (N,) + item shape) in ``space``,
+    and what the space demands (for the error message); vectorized."""
+    n = len(x)
+    if isinstance(space, gym.spaces.Discrete):
+        if x.ndim != 1 and not (x.ndim == 2 and x.shape[1] == 1):
+            return np.zeros(n, bool), f"one integer per step for {space}"
+        v = x.reshape(n).astype(float) if np.issubdtype(x.dtype, np.number) else None
+        if v is None:
+            return np.zeros(n, bool), f"integers for {space}"
+        ok = (v == np.round(v)) & (v >= space.start) & (v < space.start + space.n)
+        return ok, f"integers in [{space.start}, {space.start + space.n - 1}] ({space})"
+    if isinstance(space, gym.spaces.Box):
+        if x.shape[1:] != space.shape or not np.issubdtype(x.dtype, np.number):
+            return np.zeros(n, bool), f"shape {space.shape} ({space})"
+        v = x.astype(float)
+        tol = 1e-6 * np.maximum(1.0, np.abs(np.where(np.isfinite(space.low), space.low, 0)))
+        low = np.asarray(space.low, float) - tol
+        high = np.asarray(space.high, float) + tol
+        ok = np.isfinite(v) & (v >= low) & (v <= high)
+        return ok.reshape(n, -1).all(axis=1), f"finite values within the bounds of {space}"
+    return np.zeros(n, bool), f"a Box or Discrete space (got {space})"
+
+
+def _stack(arrays: Sequence[np.ndarray], what: str, where: str, fix: str) -> np.ndarray:
+    shapes = {np.asarray(a).shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise ArtifactError(
+            f"{where}: {what} change shape between episodes {sorted(shapes)}; {fix}"
+        )
+    try:
+        return np.concatenate([np.asarray(a) for a in arrays])
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{where}: {what} cannot be stacked ({exc}); {fix}") from None
+
+
 def check_compatible(
     trajs: Sequence[TrajectoryWithRew], env: gym.Env, where: str, fix: str
 ) -> None:
-    """Raise ArtifactError unless every observation and action lies in the env's spaces
-    and every step carries a cost."""
+    """Check every step of every episode against the env (vectorized over all steps).
+
+    Observations and actions must lie in the env's spaces (integers for Discrete, inside the
+    bounds for Box), each step's cost must be a finite number >= 0 and each reward finite, and
+    no episode may be longer than the env's episode limit (:func:`episode_limit`).
+
+    Raises:
+        ArtifactError: one line naming ``where``, the episode and step of the first bad
+            value, and ``fix``.
+    """
     if not has_costs(trajs):
         raise ArtifactError(f"{where} has no per-step cost in its infos; {fix}")
-    obs_space, act_space = env.observation_space, env.action_space
-    for t in trajs[:50]:
-        obs = np.asarray(t.obs)
-        acts = np.asarray(t.acts)
-        if isinstance(obs_space, gym.spaces.Discrete):
-            ok_obs = (
-                obs.ndim == 1
-                and np.all(obs == np.round(obs))
-                and obs_space.contains(int(obs.max()))
-                and obs.min() >= obs_space.start
-            )
-        else:
-            ok_obs = obs.shape[1:] == obs_space.shape
-        if isinstance(act_space, gym.spaces.Discrete):
-            ok_act = (
-                acts.ndim == 1
-                and acts.min() >= act_space.start
-                and act_space.contains(int(acts.max()))
-            )
-        else:
-            ok_act = acts.shape[1:] == act_space.shape
-        if not ok_obs:
+    lengths = np.array([len(t.acts) for t in trajs])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    limit = episode_limit(env)
+    if limit is not None and lengths.max() > limit:
+        ep = int(np.argmax(lengths > limit))
+        raise ArtifactError(
+            f"{where}: episode {ep} has {lengths[ep]} steps, more than the env's episode limit "
+            f"of {limit}; {fix}"
+        )
+    obs = _stack([np.asarray(t.obs)[:-1] for t in trajs], "observations", where, fix)
+    last = _stack([np.asarray(t.obs)[-1:] for t in trajs], "observations", where, fix)
+    acts = _stack([np.asarray(t.acts) for t in trajs], "actions", where, fix)
+    for name, kind, x, space, st in (
+        ("observation", "observation", obs, env.observation_space, starts),
+        ("final observation", "observation", last, env.observation_space, np.arange(len(trajs))),
+        ("action", "action", acts, env.action_space, starts),
+    ):
+        ok, want = _in_space(x, space)
+        if not ok.all():
+            ep, step = _first_bad(ok, st)
+            value = np.asarray(x[st[ep] + step]).tolist() if ok.size else "?"
+            at = f"episode {ep}" + ("" if name == "final observation" else f", step {step}")
             raise ArtifactError(
-                f"{where}: observations ({_describe(obs)}) do not match the env's "
-                f"observation space {obs_space}; {fix}"
+                f"{where}: {at}: {name} {_short(value)} does not match the env's {kind} "
+                f"space (expected {want}); {fix}"
             )
-        if not ok_act:
+    try:
+        cost = np.fromiter(
+            (float(np.asarray(i["cost"], float).reshape(())) for t in trajs for i in t.infos),
+            float,
+            count=int(lengths.sum()),
+        )
+    except (TypeError, ValueError):
+        cost = None
+    rews = _stack([np.asarray(t.rews, float) for t in trajs], "rewards", where, fix)
+    if cost is None:
+        raise ArtifactError(f"{where}: a step's cost is not a number; {fix}")
+    for name, ok in (
+        ("cost", np.isfinite(cost) & (cost >= 0)),
+        ("reward", np.isfinite(rews)),
+    ):
+        if not ok.all():
+            ep, step = _first_bad(ok, starts)
+            value = float((cost if name == "cost" else rews)[starts[ep] + step])
+            need = "a finite number >= 0" if name == "cost" else "finite"
             raise ArtifactError(
-                f"{where}: actions ({_describe(acts)}) do not match the env's action "
-                f"space {act_space}; {fix}"
+                f"{where}: episode {ep}, step {step}: {name} {value!r} (must be {need}); {fix}"
             )
 
 
-def _describe(x: np.ndarray) -> str:
-    """Shape, and the value range of scalar (Discrete-like) data, for error messages."""
-    if x.ndim == 1 and x.size and np.issubdtype(x.dtype, np.number):
-        return f"scalars in [{x.min():g}, {x.max():g}]"
-    return f"shape {x.shape[1:]}"
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

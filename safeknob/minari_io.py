@@ -47,7 +47,7 @@ def _minari() -> Any:
 def _datasets_root(root: Path) -> Iterator[None]:
     """Point Minari's local database at ``root`` for the duration."""
     prev = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
     try:
         yield
     finally:
@@ -147,7 +147,9 @@ def export(
     """
     minari = _minari()
 
-    demos_folder, out_dir = Path(demos_folder), Path(out_dir)
+    # Resolved once, here: Minari joins a relative MINARI_DATASETS_PATH to the working
+    # directory again, so a relative --out (the default data/minari) was joined twice.
+    demos_folder, out_dir = Path(demos_folder).resolve(), Path(out_dir).resolve()
     _check_id(dataset_id)
     trajs = data.load(demos_folder)
     if not data.has_costs(trajs):
@@ -249,7 +251,13 @@ def load(dataset_id_or_path: str | Path) -> list[TrajectoryWithRew]:
         n = len(acts)
         raw = (ep.infos or {}).get(COST_KEY)
         if raw is not None:
-            c = np.asarray(raw, dtype=float).reshape(-1)
+            try:
+                c = np.asarray(raw, dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise ArtifactError(
+                    f"Minari dataset {dataset_id_or_path}: episode {ep.id} has costs that are "
+                    f"not numbers; record infos['{COST_KEY}'] as one float per step"
+                ) from None
             c = c[1:] if len(c) == n + 1 else c  # Minari's convention: entry 0 is the reset
             if len(c) != n:
                 raise ArtifactError(

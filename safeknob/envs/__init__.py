@@ -6,6 +6,7 @@ Importing this package registers ``safeknob/HazardGrid-v0`` and ``safeknob/Hazar
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any
 
 import gymnasium as gym
@@ -13,7 +14,16 @@ from gymnasium.wrappers import TimeLimit
 
 from safeknob.envs.bullet import SeededGlobalRNG, is_bullet_env
 from safeknob.envs.model import TabularModel, evaluate_policy
-from safeknob.envs.wrappers import CostAdapter, MissingCostError, load_callable
+from safeknob.envs.wrappers import (
+    DEFAULT_STEP_CAP,
+    CostAdapter,
+    CostError,
+    EnvStepError,
+    MissingCostError,
+    StepCap,
+    check_cost_fn,
+    load_callable,
+)
 from safeknob.errors import UserError
 
 __all__ = [
@@ -23,6 +33,8 @@ __all__ = [
     "make_env",
     "EnvError",
     "MissingCostError",
+    "CostError",
+    "EnvStepError",
     "register_envs",
 ]
 
@@ -80,17 +92,50 @@ def make_env(
     if cost_fn:
         try:
             fn = load_callable(cost_fn)
+            check_cost_fn(fn, cost_fn)
         except ValueError as exc:
-            raise EnvError(str(exc)) from None
+            raise EnvError(f"{exc} (the experiment's [env] cost_fn or --cost-fn)") from None
     # Adapt the innermost env (a 6-tuple step would break TimeLimit) and re-apply the limit.
     spec = env.spec
     base: gym.Env = env.unwrapped
+    _check_env(base, env_id)
     if is_bullet_env(base):  # its reset ignores the seed (safeknob.envs.bullet)
         base = SeededGlobalRNG(base)
-    adapted: gym.Env = CostAdapter(base, cost_fn=fn)
+    adapted: gym.Env = CostAdapter(base, cost_fn=fn, cost_fn_name=cost_fn)
     if spec is not None and spec.max_episode_steps is not None:
         adapted = TimeLimit(adapted, max_episode_steps=spec.max_episode_steps)
+    else:  # episodes that never end would hang every rollout
+        adapted = StepCap(adapted, DEFAULT_STEP_CAP, env_id)
     return adapted
+
+
+SUPPORTED_SPACES = (gym.spaces.Box, gym.spaces.Discrete)
+
+
+def _check_env(env: gym.Env, env_id: str) -> None:
+    """Raise EnvError for envs safeknob cannot drive: a ``reset`` without ``seed=`` (the old
+    Gym API) or observation/action spaces other than Box and Discrete."""
+    try:
+        params = inspect.signature(env.reset).parameters
+    except (TypeError, ValueError):  # no signature (a C extension): trust it
+        params = None
+    if (
+        params is not None
+        and "seed" not in params
+        and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    ):
+        raise EnvError(
+            f"env {env_id!r}: reset() takes no seed= (the old Gym API); port it to Gymnasium "
+            "(reset(*, seed=None, options=None) -> (obs, info)) or wrap it with "
+            "gymnasium.wrappers.EnvCompatibility"
+        )
+    for what, space in (("observation", env.observation_space), ("action", env.action_space)):
+        if not isinstance(space, SUPPORTED_SPACES):
+            raise EnvError(
+                f"env {env_id!r} has a {type(space).__name__} {what} space; safeknob supports "
+                "Box and Discrete spaces (flatten it, e.g. with "
+                "gymnasium.wrappers.FlattenObservation, in the env's constructor)"
+            )
 
 
 def tabular_model(env: gym.Env) -> TabularModel | None:

@@ -116,7 +116,7 @@ class BCMixMethod(Method):
                 rng=rng,
                 policy=policy,
                 demonstrations=trans,
-                batch_size=BATCH,
+                batch_size=min(BATCH, len(trans)),  # tiny datasets: one full batch
                 device="cpu",
                 custom_logger=imit_logger.configure(logdir, format_strs=[]),
             )

@@ -44,7 +44,7 @@ def bc_warmstart(
             rng=np.random.default_rng(seed),
             policy=gen.policy,
             demonstrations=trans,
-            batch_size=64,
+            batch_size=min(64, len(trans)),  # tiny datasets: one full batch
             device="cpu",
             custom_logger=imit_logger.configure(logdir, format_strs=[]),
         )

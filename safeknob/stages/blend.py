@@ -63,7 +63,7 @@ def parse_alphas(text: str) -> tuple[float, ...]:
         raise UserError("empty alpha list; use comma-separated numbers, e.g. 0,0.25,0.5")
     for a in vals:
         check_alpha(a)
-    return tuple(sorted(set(vals)))
+    return tuple(sorted({v + 0.0 for v in vals}))  # + 0.0: -0 is 0
 
 
 def check_alpha(alpha: float) -> None:

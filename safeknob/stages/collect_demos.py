@@ -144,7 +144,10 @@ def import_demos(cc: CollectConfig) -> Path:
     if cc.role not in ROLES:
         raise UserError(f"--role must be one of {', '.join(ROLES)} with --from, got {cc.role!r}")
     src = Path(cc.source)  # type: ignore[arg-type]
-    fix = "record it with costs in infos[t]['cost'] or pick the matching --experiment"
+    fix = (
+        "re-record it (one finite cost >= 0 per step in infos[t]['cost']) or pick the "
+        "--experiment it was recorded with"
+    )
     from_minari = str(cc.source).startswith("minari:")
     from_hdf5 = str(cc.source).startswith("hdf5:")
     selection = None

@@ -24,7 +24,7 @@ import pandas as pd
 from rich.table import Table
 
 from safeknob import parallel
-from safeknob.artifacts import stage_config, up_to_date
+from safeknob.artifacts import alpha_dir, stage_config, up_to_date
 from safeknob.config import ExperimentConfig, RunConfig
 from safeknob.errors import ArtifactError, UserError
 from safeknob.methods import BlendContext, learned_rewards, load_blend, method_of, parse_spec
@@ -78,7 +78,7 @@ class Job:
 
     @property
     def id(self) -> str:
-        where = f"_alpha-{self.alphas[0]:.2f}" if len(self.alphas) == 1 else ""
+        where = f"_{alpha_dir(self.alphas[0])}" if len(self.alphas) == 1 else ""
         return f"{self.spec}{where}_seed-{self.seed}"
 
     @property
