@@ -29,7 +29,7 @@ import torch as th
 from imitation.data.types import TrajectoryWithRew
 from stable_baselines3 import PPO
 
-from safeknob import data
+from safeknob import data, schemas
 from safeknob.artifacts import ExperimentPaths, alpha_dir, read_meta
 from safeknob.config import RunConfig
 from safeknob.envs import make_env
@@ -39,6 +39,8 @@ from safeknob.rl.training import load_ppo
 from safeknob.seeding import folder_suffix
 
 ROLES = ("reckless", "safe")
+EXPERT_SECTIONS = ("env", "ppo", "lagrange", "experts")
+"""The config sections an expert depends on (``train-experts`` records them)."""
 
 RESULT_COLUMNS = [
     "experiment", "env_id", "method", "alpha", "seed", "episodes",
@@ -143,22 +145,22 @@ class ExperimentStore:
 
     # ------------------------------------------------------------------ experts
     def expert_meta(self, role: str) -> dict[str, Any]:
-        """``experts/<role>/meta.json`` (checked)."""
-        path = self.paths.expert(role) / "meta.json"
+        """``experts/<role>/meta.json``, checked: its structure (:data:`schemas.EXPERT_META`)
+        and that it was trained for this experiment (name and :data:`EXPERT_SECTIONS`)."""
+        folder = self.paths.expert(role)
+        path = folder / "meta.json"
         if not path.is_file():
             raise ArtifactError(f"{path} not found; run `{FIX_EXPERTS}` first")
-        meta = read_meta(self.paths.expert(role), "train-experts", FIX_EXPERTS)
-        if not isinstance(meta.get("evaluation"), dict):
-            raise ArtifactError(
-                f"{self.paths.expert(role)}/meta.json has no evaluation; re-run "
-                f"`{FIX_EXPERTS} --force`"
-            )
+        meta = read_meta(folder, "train-experts", FIX_EXPERTS)
+        meta = schemas.check(meta, schemas.EXPERT_META, path, FIX_EXPERTS)
+        schemas.check_belongs(self.rc, meta, folder, EXPERT_SECTIONS, FIX_EXPERTS)
         return meta
 
     def expert(self, role: str) -> tuple[PPO, dict[str, Any]]:
-        """The expert's PPO model and meta."""
+        """The expert's PPO model and meta (:meth:`expert_meta`; the model's spaces must be
+        the experiment's env's)."""
         folder = self.paths.expert(role)
-        meta = read_meta(folder, "train-experts", FIX_EXPERTS)
+        meta = self.expert_meta(role)
         if not (folder / "model.zip").is_file():
             raise ArtifactError(f"{folder}/model.zip is missing; run `{FIX_EXPERTS} --force`")
         try:
@@ -167,6 +169,12 @@ class ExperimentStore:
             raise ArtifactError(
                 f"{folder}/model.zip is corrupt; run `{FIX_EXPERTS} --force`"
             ) from None
+        env_cfg = self.rc.experiment.env
+        env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
+        try:
+            schemas.check_spaces(model, env, folder / "model.zip", FIX_EXPERTS)
+        finally:
+            env.close()
         return model, meta
 
     def reference(self, role: str) -> tuple[str, float, float]:
@@ -176,38 +184,32 @@ class ExperimentStore:
         if (self.paths.expert(role) / "meta.json").is_file():
             ev = self.expert_meta(role)["evaluation"]
             return f"expert-{role}", float(ev["return_mean"]), float(ev["cost_mean"])
-        m = read_meta(self.paths.demos(role), "collect-demos", FIX_DEMOS, "manifest.json")
-        try:
-            return (
-                f"demos-{role}",
-                float(m["summary"]["return_mean"]),
-                float(m["summary"]["cost_mean"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise ArtifactError(
-                f"{self.paths.demos(role)}/manifest.json has no summary; re-run "
-                f"`{FIX_DEMOS} --force`"
-            ) from None
+        m = self.demos_manifest(role)
+        return f"demos-{role}", float(m["summary"]["return_mean"]), float(m["summary"]["cost_mean"])
 
     # ------------------------------------------------------------------ demonstrations
-    def demos(self, role: str) -> tuple[list[TrajectoryWithRew], dict[str, Any]]:
-        """Trajectories and manifest of one role's demonstrations (checked)."""
+    def demos_manifest(self, role: str) -> dict[str, Any]:
+        """``demos/<role>/manifest.json``, checked: its structure
+        (:data:`schemas.DEMOS_MANIFEST`) and that it belongs to this experiment and env."""
         folder = self.paths.demos(role)
         manifest = read_meta(folder, "collect-demos", FIX_DEMOS, name="manifest.json")
-        return data.load(folder), manifest
+        manifest = schemas.check(
+            manifest, schemas.DEMOS_MANIFEST, folder / "manifest.json", FIX_DEMOS
+        )
+        schemas.check_belongs(self.rc, manifest, folder, ("env",), FIX_DEMOS)
+        return manifest
+
+    def demos(self, role: str) -> tuple[list[TrajectoryWithRew], dict[str, Any]]:
+        """Trajectories and manifest of one role's demonstrations (checked)."""
+        manifest = self.demos_manifest(role)
+        return data.load(self.paths.demos(role)), manifest
 
     def demo_costs(self) -> tuple[float, float]:
         """(C_safe, C_reck): the experts' mean episode costs in their demonstrations."""
-        out = []
-        for role in ("safe", "reckless"):
-            m = read_meta(self.paths.demos(role), "collect-demos", FIX_DEMOS, "manifest.json")
-            try:
-                out.append(float(m["summary"]["cost_mean"]))
-            except (KeyError, TypeError, ValueError):
-                raise ArtifactError(
-                    f"{self.paths.demos(role)}/manifest.json has no cost summary; re-run "
-                    f"`{FIX_DEMOS} --force`"
-                ) from None
+        out = [
+            float(self.demos_manifest(role)["summary"]["cost_mean"])
+            for role in ("safe", "reckless")
+        ]
         return out[0], out[1]
 
     # ------------------------------------------------------------------ learned rewards
@@ -215,8 +217,13 @@ class ExperimentStore:
         return (self.paths.rewards(role) / "meta.json").is_file()
 
     def reward_meta(self, role: str) -> dict[str, Any]:
-        """``rewards/<role>/meta.json`` (checked)."""
-        return read_meta(self.paths.rewards(role), "learn-rewards", FIX_REWARDS)
+        """``rewards/<role>/meta.json``, checked: its structure (:data:`schemas.REWARD_META`)
+        and that it belongs to this experiment and env."""
+        folder = self.paths.rewards(role)
+        meta = read_meta(folder, "learn-rewards", FIX_REWARDS)
+        meta = schemas.check(meta, schemas.REWARD_META, folder / "meta.json", FIX_REWARDS)
+        schemas.check_belongs(self.rc, meta, folder, ("env",), FIX_REWARDS)
+        return meta
 
     def reward_status(self, role: str) -> str:
         """``"passed"``, ``"failed"``, ``"unchecked"`` or ``"missing"`` for the role's learned
@@ -277,12 +284,8 @@ class ExperimentStore:
     def blend_at(self, folder: Path) -> BlendRecord:
         """The blend stored in ``folder`` (its meta checked)."""
         meta = read_meta(folder, BLEND_STAGE, FIX_BLENDS)
-        for key in ("method", "alpha", "seed"):
-            if key not in meta:
-                raise ArtifactError(
-                    f"{folder}/meta.json has no {key!r}; re-run "
-                    f"`safeknob blend --method {meta.get('method_arg', '...')} --force`"
-                )
+        meta = schemas.check(meta, schemas.BLEND_META, folder / "meta.json", FIX_BLENDS)
+        schemas.check_belongs(self.rc, meta, folder, ("env",), FIX_BLENDS)
         return BlendRecord(folder, meta)
 
     def blend(self, method: str, alpha: float, seed: int | None = None) -> BlendRecord:
@@ -334,12 +337,18 @@ class ExperimentStore:
                 raise ArtifactError(f"{path} not found; run `{FIX_EVAL}` first")
             try:
                 df = pd.read_csv(path)
-            except (OSError, ValueError, pd.errors.ParserError):
-                raise ArtifactError(f"{path} is corrupt; re-run `{FIX_EVAL}`") from None
-            missing = [c for c in columns if c not in df.columns]
-            if missing:
+            except (OSError, ValueError, pd.errors.ParserError):  # EmptyDataError too
                 raise ArtifactError(
-                    f"{path} lacks column(s) {', '.join(missing)}; re-run `{FIX_EVAL}`"
+                    f"{path} is empty or corrupt; remake it with `{FIX_EVAL}`"
+                ) from None
+            rows = len(df) if name == "results.csv" else 1  # a summary of experts only is empty
+            schemas.check_table(df.columns, rows, columns, path, FIX_EVAL)
+            numeric = [c for c in columns if c not in ("experiment", "env_id", "method")]
+            bad = [c for c in numeric if len(df) and not pd.api.types.is_numeric_dtype(df[c])]
+            if bad:
+                raise ArtifactError(
+                    f"{path} has non-numeric values in the column(s) {', '.join(bad[:3])}; "
+                    f"remake it with `{FIX_EVAL}`"
                 )
             frames.append(df)
         return frames[0], frames[1]

@@ -168,7 +168,7 @@ def test_collect_demos_from_hdf5_records_selection(tmp_path):
         ("budget", "no episode has cost <= 0.5"),
         ("not-hdf5", "not a readable HDF5 file"),
         ("absent", "no HDF5 file at"),
-        ("shape", "do not match the env's observation space"),
+        ("shape", "does not match the env's observation space"),
     ],
 )
 def test_bad_files_one_line(tmp_path, case, message):

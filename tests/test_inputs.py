@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 import typing
 from collections import Counter
 from pathlib import Path
@@ -21,7 +23,6 @@ import bad_envs  # noqa: F401 - registers bad_envs/BadEnv-v0 and bad_envs/OldRes
 import numpy as np
 import pytest
 from conftest import tiny_config
-from safeknob.rollout import Episode
 from test_cli import snapshot
 from typer.testing import CliRunner
 
@@ -29,6 +30,7 @@ from safeknob import data
 from safeknob.artifacts import alpha_dir
 from safeknob.cli import app
 from safeknob.config import RANGES, ExperimentConfig, from_dict
+from safeknob.evaluation.rollout import Episode
 from safeknob.stages.common import toml_dumps
 
 EXP = "tiny-grid"
@@ -163,6 +165,9 @@ SEED_ARGS = cases(
         (["sweep", "--methods", "mixture", "--seeds", "0,-1"], "--seeds must be"),
         (["evaluate", "--episodes", "1"], "--episodes must be >= 2"),
         (["blend", "--method", "mixture", "--alpha", "0.5", "--episodes", "0"], "--episodes"),
+        (["train-experts", "--set", "ppo.batch_size=0"], "ppo.batch_size must be >= 2"),
+        (["train-experts", "--set", "eval.n_boot=-3"], "eval.n_boot must be >= 1"),
+        (["train-experts", "--set", "name=../up"], "name must be one folder name"),
     ],
 )
 
@@ -521,6 +526,213 @@ def test_fewer_demonstrations_than_a_batch_train_bc_mix(pipeline_root, tmp_path,
     assert (pipeline_root / EXP / "blends" / "bc-mix" / "alpha-0.50" / "policy.pt").is_file()
 
 
+# ============================================================================ kind E: artifacts
+def _edit_json(path: Path, fn) -> None:
+    import json
+
+    path.write_text(json.dumps(fn(json.loads(path.read_text()))))
+
+
+def _drop(*keys):
+    def fn(d):
+        for k in keys[:-1]:
+            d = d[k]
+        d.pop(keys[-1])
+
+    return fn
+
+
+def _put(*keys_value):
+    *keys, value = keys_value
+
+    def fn(d):
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+
+    return fn
+
+
+def _json_edit(rel: str, change):
+    def edit(root: Path) -> None:
+        def fn(d):
+            out = change(d)
+            return d if out is None else out
+
+        _edit_json(root / EXP / rel, fn)
+
+    return edit
+
+
+def _mixture_blend(root: Path) -> None:
+    res = invoke("train-blend", "--alphas", "0.5", "--method", "mixture",
+                 "-e", TINY, "--data", root, "-q")  # fmt: skip
+    assert res.exit_code == 0, res.output
+
+
+BLEND = "blends/mixture/alpha-0.50/meta.json"
+ARTIFACTS = cases(
+    "E",
+    [
+        # the issue's examples
+        ("expert-meta-list", None, _json_edit("experts/safe/meta.json", lambda d: []),
+         ["evaluate"], ("experts/safe/meta.json holds list", "safeknob train-experts --force")),
+        ("expert-no-evaluation", None,
+         _json_edit("experts/safe/meta.json", _drop("evaluation")),
+         ["evaluate"], ("lacks the key 'evaluation'", "safeknob train-experts --force")),
+        ("demos-no-summary", None, _json_edit("demos/safe/manifest.json", _drop("summary")),
+         ["train-blend", "--method", "mixture"],
+         ("lacks the key 'summary'", "safeknob collect-demos --force")),
+        ("blend-alpha-string", _mixture_blend, _json_edit(BLEND, _put("alpha", "0.5")),
+         ["evaluate"], ("alpha = '0.5', expected a number", "safeknob train-blend --force")),
+        # ours
+        ("expert-return-string", None,
+         _json_edit("experts/reckless/meta.json", _put("evaluation", "return_mean", "high")),
+         ["evaluate"], ("evaluation.return_mean = 'high'",)),
+        ("expert-evaluation-list", None,
+         _json_edit("experts/reckless/meta.json", _put("evaluation", [1, 2])),
+         ["blend", "--alpha", "0.5", "--method", "mixture"], ("evaluation",)),
+        ("demos-cost-null", None,
+         _json_edit("demos/reckless/manifest.json", _put("summary", "cost_mean", None)),
+         ["evaluate"], ("summary.cost_mean = null", "safeknob collect-demos --force")),
+        ("demos-manifest-number", None, _json_edit("demos/safe/manifest.json", lambda d: 3),
+         ["train-blend", "--method", "mixture"], ("holds int",)),
+        ("blend-method-number", _mixture_blend, _json_edit(BLEND, _put("method", 3)),
+         ["evaluate"], ("method = 3, expected a string",)),
+        ("blend-seed-missing", _mixture_blend, _json_edit(BLEND, _drop("seed")),
+         ["evaluate"], ("lacks the key 'seed'",)),
+        ("expert-seed-float", None, _json_edit("experts/safe/meta.json", _put("seed", 0.5)),
+         ["evaluate"], ("seed = 0.5, expected an integer",)),
+    ],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "prepare", "edit", "command", "needles"), ARTIFACTS,
+                         ids=_name_only)  # fmt: skip
+def test_artifact_of_the_wrong_shape_is_one_line_naming_the_remake(
+    pipeline_root, case, prepare, edit, command, needles
+):
+    if prepare is not None:
+        prepare(pipeline_root)
+    edit(pipeline_root)
+    (pipeline_root / EXP / "eval").mkdir(exist_ok=True)
+    (pipeline_root / EXP / "eval" / "results.csv").write_text("a good table\n")
+    before = snapshot(pipeline_root)
+    res = invoke(*command, "-e", TINY, "--data", pipeline_root, "-q")
+    assert_one_error_line(res, *needles)
+    assert snapshot(pipeline_root) == before
+
+
+def test_demos_info_with_a_manifest_of_the_wrong_shape(trained_root, tmp_path):
+    import shutil
+
+    src = tmp_path / "safe"
+    shutil.copytree(trained_root / EXP / "demos" / "safe", src)
+    _edit_json(src / "manifest.json", lambda d: _put("summary", [1, 2])(d) or d)
+    before = snapshot(tmp_path)
+    res = invoke("demos", "info", src)
+    assert_one_error_line(res, "summary", "safeknob collect-demos --force")
+    assert snapshot(tmp_path) == before
+
+
+KINDS["E"] += 1  # the case above
+
+
+def _results(text: str):
+    def edit(root: Path) -> None:
+        (root / EXP / "eval").mkdir(exist_ok=True)
+        (root / EXP / "eval" / "summary.csv").write_text(
+            "experiment,method,n_alphas,spearman,violations,calibration_error,calibration_max,"
+            "chord_gain_mean,frontier_gap_mean,frontier_gap_max,cost_std_mean,train_seconds\n"
+        )
+        (root / EXP / "eval" / "results.csv").write_text(text)
+
+    return edit
+
+
+_HEADER = (
+    "experiment,env_id,method,alpha,seed,episodes,return_mean,return_lo,return_hi,cost_mean,"
+    "cost_lo,cost_hi,cost_std,position,chord_gain,frontier_return,frontier_gap,train_seconds"
+)
+TABLES = cases(
+    "E",
+    [
+        ("results-no-column", _results(_HEADER.replace(",cost_mean", "") + "\n"),
+         ("lacks column(s) cost_mean", "safeknob evaluate")),
+        ("results-empty-file", _results(""), ("is empty or corrupt", "safeknob evaluate")),
+        ("results-header-only", _results(_HEADER + "\n"), ("has no rows",)),
+        ("results-alpha-text", _results(_HEADER + "\ntiny-grid,x,mixture,half,0,4"
+                                        + ",1" * 12 + "\n"), ("non-numeric", "alpha")),
+    ],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "edit", "needles"), TABLES, ids=_name_only)
+@pytest.mark.parametrize("command", [["report"], ["calibrate", "--method", "mixture"]], ids=str)
+def test_results_table_of_the_wrong_shape(pipeline_root, case, edit, needles, command):
+    edit(pipeline_root)
+    before = snapshot(pipeline_root)
+    res = invoke(*command, "-e", TINY, "--data", pipeline_root, "-q")
+    assert_one_error_line(res, *needles)
+    assert snapshot(pipeline_root) == before
+
+
+# ============================================================================ kind F: belonging
+def _other_expert(change):
+    def edit(root: Path) -> None:
+        _edit_json(root / EXP / "experts" / "safe" / "meta.json", lambda d: change(d) or d)
+
+    return edit
+
+
+def _foreign_model(root: Path) -> None:
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, batch_size=64, seed=0)
+    model.save(root / EXP / "experts" / "safe" / "model.zip")
+
+
+def _foreign_blend(root: Path) -> None:
+    _mixture_blend(root)
+    _edit_json(root / EXP / BLEND, lambda d: _put("config", "name", "other-exp")(d) or d)
+
+
+FOREIGN = cases(
+    "F",
+    [
+        ("expert-of-another-experiment", _other_expert(_put("config", "name", "other-exp")), [],
+         ("made for experiment 'other-exp'", "safeknob train-experts --force")),
+        ("expert-other-ppo", _other_expert(_put("config", "ppo", "n_epochs", 9)), [],
+         ("different [ppo]", "n_epochs: 9 there, 4 now")),
+        ("expert-other-layout", _other_expert(_put("config", "env", "kwargs", "slip", 0.3)), [],
+         ("different [env]",)),
+        ("cost-fn-now", None, ["--cost-fn", "bad_envs:cost_ok"],
+         ("different [env]", "cost_fn")),
+        ("model-other-spaces", _foreign_model, [],
+         ("trained for the observation space Box", "Discrete(10)", "train-experts --force")),
+        ("blend-of-another-experiment", _foreign_blend, [], ("made for experiment 'other-exp'",)),
+        ("demos-of-another-env",
+         _json_edit("demos/safe/manifest.json", _put("config", "env", "id", "CartPole-v1")),
+         [], ("demos/safe was made with a different [env]", "collect-demos --force")),
+    ],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "edit", "pre", "needles"), FOREIGN,
+                         ids=_name_only)  # fmt: skip
+def test_evaluate_refuses_artifacts_of_another_experiment(pipeline_root, case, edit, pre, needles):
+    """evaluate used to overwrite a good results.csv from them."""
+    if edit is not None:
+        edit(pipeline_root)
+    (pipeline_root / EXP / "eval").mkdir(exist_ok=True)
+    (pipeline_root / EXP / "eval" / "results.csv").write_text("a good table\n")
+    before = snapshot(pipeline_root)
+    res = invoke(*pre, "evaluate", "-e", TINY, "--data", pipeline_root, "-q")
+    assert_one_error_line(res, *needles)
+    assert snapshot(pipeline_root) == before
+
+
 # ============================================================================ kind H: output
 KINDS["H"] += 1  # the case below
 
@@ -568,6 +780,35 @@ def test_minari_export_with_a_relative_out(trained_root, tmp_path, monkeypatch):
     assert res.exit_code == 0, (res.output, res.exception)
     assert (tmp_path / "data" / "minari" / "safeknob" / "tiny-safe-v0").is_dir()
     assert not (tmp_path / "data" / "minari" / "data").exists()
+
+
+KINDS["H"] += 1  # the case below
+
+
+def test_sigint_stops_train_blend_workers_promptly(pipeline_root, tmp_path):
+    """SIGINT to the parent of ``train-blend --workers 2`` used to let every queued agent
+    train before exiting."""
+    path = experiment(tmp_path, name="tiny-grid.toml", blend={"steps": 10_000_000})
+    args = [sys.executable, "-c",
+            "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from safeknob.cli import main; sys.argv = ['safeknob', *sys.argv[1:]]; main()",
+            "--no-tensorboard", "train-blend", "--method", "budget", "--reward", "env",
+            "--alphas", "0,0.25,0.5,0.75", "--workers", "2", "-e", str(path), "--data",
+            str(pipeline_root), "-q"]  # fmt: skip
+    proc = subprocess.Popen(args, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(15)  # the workers start and train
+        assert proc.poll() is None, proc.communicate()
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    blends = pipeline_root / EXP / "blends" / "budget-env"
+    assert not blends.exists() or not [p for p in blends.iterdir() if p.name.startswith("alpha")]
 
 
 # ============================================================================ tally

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli", "bench", "docs", "__main__"),
     ("stages",),
     ("methods",),
-    ("store", "parallel", "data", "minari_io", "hdf5_io", "tracking"),
+    ("store", "schemas", "parallel", "data", "minari_io", "hdf5_io", "tracking"),
     ("rl",),
     ("evaluation",),
     ("envs", "config", "artifacts", "errors", "worker", "seeding"),

@@ -205,8 +205,9 @@ def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     rc = bc.run
     if bc.seed is None:  # one agent: the experiment's first seed
         bc = dataclasses.replace(bc, seed=rc.experiment.blend.seeds[0])
-    folder_root = run(bc)
     store = ExperimentStore(rc)
+    refs = {role: store.reference(role) for role in ("safe", "reckless")}  # checks first
+    folder_root = run(bc)
     alpha = bc.alphas[0]
     ctx = BlendContext.create(rc, bc.seed)
     folder = folder_root / store.blend_folder(folder_root.name, alpha, ctx.seed).name
@@ -215,7 +216,7 @@ def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:
     make = env_factory(rc.experiment.env)
     rows = []
     for role in ("safe", "reckless"):
-        rows.append(store.reference(role))
+        rows.append(refs[role])
     res = rollout(agent, make, episodes, seed)
     r = bootstrap_ci(res.returns, seed=seed)
     c = bootstrap_ci(res.costs, seed=seed)

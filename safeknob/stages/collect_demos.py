@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob import data, hdf5_io, minari_io, seeding
+from safeknob import data, hdf5_io, minari_io, schemas, seeding
 from safeknob.artifacts import (
     ROLES,
     ArtifactError,
@@ -224,9 +224,10 @@ def print_info(path: Path) -> None:
     if mpath.is_file():
         try:
             manifest = json.loads(mpath.read_text())
-            summary = manifest["summary"]
-        except (json.JSONDecodeError, KeyError):
+        except json.JSONDecodeError:
             raise ArtifactError(f"{mpath} is corrupt; re-run `{FIX} --force`") from None
+        need = {"summary": schemas.DEMOS_MANIFEST["summary"]}
+        summary = schemas.check(manifest, need, mpath, FIX)["summary"]
         title = f"{path} ({manifest.get('role', '?')} expert, seed {manifest.get('seed')})"
     else:
         summary = summarize(trajs)

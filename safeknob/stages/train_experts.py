@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ from safeknob.evaluation.metrics import episode_stats
 from safeknob.evaluation.rollout import PolicyAgent, rollout
 from safeknob.rl.training import env_factory, train_ppo
 from safeknob.stages.common import console, progress_bar, write_config
+from safeknob.store import EXPERT_SECTIONS, ExperimentStore
 
 STAGE = "train-experts"
-SECTIONS = ("env", "ppo", "lagrange", "experts")
+SECTIONS = EXPERT_SECTIONS
 
 
 def check_env(rc: RunConfig) -> None:
@@ -108,14 +108,15 @@ def print_experts(rc: RunConfig) -> None:
     table = Table(title=f"Experts of {rc.experiment.name}")
     for col in ("expert", "return (95% CI)", "cost (95% CI)", "cost limit", "train s"):
         table.add_column(col, justify="right" if col != "expert" else "left")
+    store = ExperimentStore(rc)
     for role in ROLES:
-        meta = json.loads((rc.paths.expert(role) / "meta.json").read_text())
+        meta = store.expert_meta(role)  # checked: a hand-edited meta is one error line
         ev = meta["evaluation"]
         table.add_row(
             role,
             f"{ev['return_mean']:.3f} [{ev['return_lo']:.3f}, {ev['return_hi']:.3f}]",
             f"{ev['cost_mean']:.3f} [{ev['cost_lo']:.3f}, {ev['cost_hi']:.3f}]",
             "-" if meta["cost_limit"] is None else f"{meta['cost_limit']:g}",
-            f"{meta['wall_seconds']:.0f}",
+            f"{meta.get('wall_seconds') or 0:.0f}",
         )
     console.print(table)
