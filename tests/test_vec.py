@@ -62,7 +62,7 @@ def test_batched_vec_env_matches_dummy_vec_env(env_id, kwargs):
 
 def test_make_vec_env_is_batched_for_built_in_envs_only():
     assert isinstance(make_vec_env(EnvConfig(), 2), BatchedVecEnv)
-    cfg = EnvConfig(cost_fn="operator:truth")  # any user cost function: no batched core
+    cfg = EnvConfig(cost_fn="bad_envs:cost_ok")  # any user cost function: no batched core
     assert isinstance(make_vec_env(cfg, 2), DummyVecEnv)
     assert core_for_factory(env_factory(EnvConfig()), 3) is not None
     assert core_for_factory(lambda: make_env("safeknob/HazardGrid-v0"), 3) is None
