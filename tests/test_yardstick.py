@@ -161,3 +161,13 @@ def test_calibration_intervals():
     assert (a.mean, a.lo, a.hi) == pytest.approx((0.01, 0.0075, 0.0125))
     assert (b.mean, b.lo, b.hi) == pytest.approx((0.0, 0.0, 0.0025))  # alpha inside the CI
     assert yardstick.separated(a, b)
+
+
+def test_yardstick_without_experts_on_a_tabular_env(tmp_path):
+    rc = RunConfig(load_experiment("hazard-grid"), tmp_path, quiet=True)
+    nan = float("nan")
+    doc = report.Document("x")
+    agents = _agents({"budget-env": [(0.5, 0.5, 1.0)]})
+    assert report.yardstick_section(doc, rc, agents, KINKED, ExpertStats(nan, nan, nan, nan)) == []
+    md = doc.markdown()
+    assert "missing" in md and "no exact model" not in md

@@ -929,6 +929,14 @@ def yardstick_section(
                 rows,
             )  # fmt: skip
         return gaps
+    if frontier is not None:
+        doc.para(
+            "This env has an exact frontier, but the experts' measured returns and costs are "
+            "missing or their returns are equal, so the coin flip's room (and every gap as a "
+            "fraction of the experts' return range) is undefined; `safeknob frontier` prints "
+            "the room between the exact experts."
+        )
+        return []
     nav = yardstick.nav_best_gain(rc, alphas)
     if nav is not None:
         best = nav[0]
