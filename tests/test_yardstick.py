@@ -171,3 +171,22 @@ def test_yardstick_without_experts_on_a_tabular_env(tmp_path):
     assert report.yardstick_section(doc, rc, agents, KINKED, ExpertStats(nan, nan, nan, nan)) == []
     md = doc.markdown()
     assert "missing" in md and "no exact model" not in md
+
+
+def test_intervals_over_seeds_replace_per_agent_ones():
+    agents = _agents({"a": [(0.25, 0.8, 1.0)], "b": [(0.25, 0.25, 1.0)]})
+    summary = pd.DataFrame(
+        [
+            {"method": "a", "n_seeds": 3, "frontier_gap_mean": 0.02,
+             "frontier_gap_mean_lo": 0.01, "frontier_gap_mean_hi": 0.03},
+            {"method": "b", "n_seeds": 1, "frontier_gap_mean": 0.55,
+             "frontier_gap_mean_lo": 0.55, "frontier_gap_mean_hi": 0.55},
+        ]
+    )  # fmt: skip
+    a, b = yardstick.method_intervals(agents, EXPERTS, "frontier_gap", KINKED, summary)
+    assert (a.method, a.mean, a.lo, a.hi, a.seeds) == ("a", 0.02, 0.01, 0.03, 3)
+    per_agent = yardstick.method_intervals(agents, EXPERTS, "frontier_gap", KINKED)[1]
+    assert b == per_agent and b.seeds == 1  # one seed: the per-agent interval
+    # An older summary.csv without the columns: per-agent intervals throughout.
+    old = summary[["method", "frontier_gap_mean"]]
+    assert yardstick.method_intervals(agents, EXPERTS, "frontier_gap", KINKED, old)[0].seeds == 1

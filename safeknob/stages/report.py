@@ -886,6 +886,7 @@ def yardstick_section(
     results: pd.DataFrame,
     frontier: Frontier | None,
     experts: ExpertStats,
+    summary: pd.DataFrame | None = None,
 ) -> list[yardstick.MethodInterval]:
     """The report's opening: how much room the experts leave a knob (the coin flip's exact
     frontier gap, or on HazardNav the estimated best chord gain) and each method's share of it,
@@ -894,20 +895,23 @@ def yardstick_section(
     doc.heading("Yardstick")
     agents = _agents(results)
     alphas = _run_alphas(results, rc)
-    gains = yardstick.method_intervals(agents, experts, "chord_gain")
+    gains = yardstick.method_intervals(agents, experts, "chord_gain", summary=summary)
     by_gain = {m.method: m for m in gains}
     noise = (
-        "A method is called better than another only when their intervals are disjoint; an "
-        "interval comes from each agent's 95% bootstrap intervals of return and cost (the "
-        "agents' errors taken as fully correlated, so it is wide rather than narrow)."
+        "A method is called better than another only when their intervals are disjoint: for a "
+        "method with 2+ training seeds the 95% interval over seeds (marked *s*), otherwise one "
+        "from each agent's 95% bootstrap intervals of return and cost (the agents' errors taken "
+        "as fully correlated, so it is wide rather than narrow)."
     )
 
     def iv(m: yardstick.MethodInterval | None) -> str:
-        return "n/a" if m is None else f"{fmt(m.mean)} [{fmt(m.lo)}, {fmt(m.hi)}]"
+        if m is None:
+            return "n/a"
+        return f"{fmt(m.mean)} [{fmt(m.lo)}, {fmt(m.hi)}]" + (" *s*" if m.seeds > 1 else "")
 
     flip = yardstick.coin_flip(frontier, experts, alphas) if frontier is not None else None
     if frontier is not None and flip is not None:
-        gaps = yardstick.method_intervals(agents, experts, "frontier_gap", frontier)
+        gaps = yardstick.method_intervals(agents, experts, "frontier_gap", frontier, summary)
         inner = yardstick.coin_flip(frontier, experts, COIN_FLIP_ALPHAS)
         room = flip.mean
         doc.para(
@@ -982,9 +986,11 @@ def build_document(
         "steps per episode."
     )
 
-    intervals = yardstick_section(doc, rc, results, frontier, experts)
+    intervals = yardstick_section(doc, rc, results, frontier, experts, summary)
 
-    calibration = yardstick.method_intervals(_agents(results), experts, "calibration")
+    calibration = yardstick.method_intervals(
+        _agents(results), experts, "calibration", summary=summary
+    )
     doc.heading("Findings")
     doc.bullets(findings(summary, frontier is not None, intervals, calibration))
 

@@ -8,7 +8,8 @@ between methods exceed the noise.
 * HazardNav (no exact model): the value-iteration estimate of the best mean chord gain over
   the run's alphas (:mod:`safeknob.envs.nav_frontier`), computed once per env and cached in
   ``DATA/<name>/cache/nav_frontier.json``, is printed beside each method's measured gain.
-* Noise: each agent's frontier gap and chord gain get an interval from its 95% bootstrap
+* Noise (with 2+ training seeds, issue #14's intervals over seeds from ``summary.csv``;
+  otherwise per agent): each agent's frontier gap and chord gain get an interval from its 95% bootstrap
   intervals of return and cost (the extremes over the interval's corners; R* and the chord are
   monotone in cost). A method's interval is the mean of its agents' lower and upper bounds
   over the alphas, i.e. the agents' errors are treated as fully correlated: conservative,
@@ -53,12 +54,15 @@ class MethodInterval:
         mean: mean over the alphas of the per-agent values (seeds averaged first).
         lo: mean over the alphas of the per-agent lower bounds.
         hi: mean over the alphas of the per-agent upper bounds.
+        seeds: training seeds behind the interval: 1 for the per-agent interval above, 2+ for
+            the 95% interval over seeds from ``summary.csv`` (then ``mean`` is its mean).
     """
 
     method: str
     mean: float
     lo: float
     hi: float
+    seeds: int = 1
 
 
 def coin_flip(frontier: Frontier, experts: ExpertStats, alphas: Sequence[float]) -> ChordGap | None:
@@ -89,11 +93,20 @@ def _bounds(
     return (min(vals), max(vals)) if vals else (math.nan, math.nan)
 
 
+#: summary.csv columns holding each metric's mean over seeds (``_lo``/``_hi``: its interval).
+SUMMARY_COLUMN = {
+    "frontier_gap": "frontier_gap_mean",
+    "chord_gain": "chord_gain_mean",
+    "calibration": "calibration_error",
+}
+
+
 def method_intervals(
     agents: pd.DataFrame,
     experts: ExpertStats,
     metric: str,
     frontier: Frontier | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> list[MethodInterval]:
     """Per-method mean of ``"frontier_gap"``, ``"chord_gain"`` or ``"calibration"`` (the
     calibration error ``|position - alpha|``) with its noise interval.
@@ -104,6 +117,9 @@ def method_intervals(
         experts: the experts' measured means.
         metric: ``"frontier_gap"`` (needs ``frontier``), ``"chord_gain"`` or ``"calibration"``.
         frontier: the exact frontier.
+        summary: ``eval/summary.csv``; a method with ``n_seeds >= 2`` there gets its interval
+            over training seeds (issue #14: ``<column>_lo``/``_hi``) instead of the per-agent
+            one, and :attr:`MethodInterval.seeds` says so.
 
     Returns:
         One :class:`MethodInterval` per method (nan when undefined), sorted best first (lowest
@@ -156,8 +172,25 @@ def method_intervals(
                 str(method), float(np.mean(mids)), float(np.mean(los)), float(np.mean(his))
             )
         )
+    if summary is not None and not summary.empty:
+        out = [_over_seeds(m, summary, SUMMARY_COLUMN[metric]) for m in out]
     sign = -1.0 if metric == "chord_gain" else 1.0
     return sorted(out, key=lambda m: (math.isnan(m.mean), sign * m.mean if m.mean == m.mean else 0))
+
+
+def _over_seeds(m: MethodInterval, summary: pd.DataFrame, column: str) -> MethodInterval:
+    """``m`` with the interval over training seeds from ``summary`` when it has 2+ seeds."""
+    cols = {"method", "n_seeds", column, f"{column}_lo", f"{column}_hi"}
+    if not cols <= set(summary.columns):
+        return m
+    rows = summary[summary.method.astype(str) == m.method]
+    if rows.empty:
+        return m
+    r = rows.iloc[0]
+    vals = [float(r[column]), float(r[f"{column}_lo"]), float(r[f"{column}_hi"])]
+    if not (float(r.n_seeds) >= 2 and all(math.isfinite(v) for v in vals)):
+        return m
+    return MethodInterval(m.method, vals[0], vals[1], vals[2], seeds=int(r.n_seeds))
 
 
 def _calibration(r: pd.Series, experts: ExpertStats) -> tuple[float, float, float]:
