@@ -34,6 +34,7 @@ from safeknob.artifacts import ExperimentPaths, alpha_dir, read_meta
 from safeknob.config import RunConfig
 from safeknob.envs import make_env
 from safeknob.errors import ArtifactError
+from safeknob.evaluation.metrics import RESULT_COLUMNS, SUMMARY_COLUMNS
 from safeknob.rl.airl import LearnedReward, make_reward_net
 from safeknob.rl.training import load_ppo
 from safeknob.seeding import folder_suffix
@@ -41,24 +42,6 @@ from safeknob.seeding import folder_suffix
 ROLES = ("reckless", "safe")
 EXPERT_SECTIONS = ("env", "ppo", "lagrange", "experts")
 """The config sections an expert depends on (``train-experts`` records them)."""
-
-RESULT_COLUMNS = [
-    "experiment", "env_id", "method", "alpha", "seed", "episodes",
-    "return_mean", "return_lo", "return_hi", "cost_mean", "cost_lo", "cost_hi", "cost_std",
-    "position", "chord_gain", "frontier_return", "frontier_gap", "train_seconds",
-]  # fmt: skip
-"""Columns of ``eval/results.csv`` (one row per method, alpha, seed)."""
-SUMMARY_COLUMNS = [
-    "experiment", "method", "n_alphas", "n_seeds", "spearman", "spearman_lo", "spearman_hi",
-    "violations", "calibration_error", "calibration_error_lo", "calibration_error_hi",
-    "calibration_max", "calibration_max_lo", "calibration_max_hi", "chord_gain_mean",
-    "chord_gain_mean_lo", "chord_gain_mean_hi", "frontier_gap_mean", "frontier_gap_mean_lo",
-    "frontier_gap_mean_hi", "frontier_gap_max", "cost_std_mean", "train_seconds",
-]  # fmt: skip
-"""Columns of ``eval/summary.csv`` (one row per method): the metrics of ``SEED_METRICS``
-(``evaluation.metrics``) as the mean over training seeds with a 95% stratified bootstrap
-interval over seeds (``_lo``/``_hi``, ``seed_interval``) and ``n_seeds``; the rest on the
-seed-averaged grid (``summarize_method``)."""
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATE_STAGE = "calibrate"

@@ -20,7 +20,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
+from safeknob.envs.drawing import new_figure, panel_title
 from safeknob.envs.model import TabularModel
 from safeknob.errors import UserError
 
@@ -224,3 +229,85 @@ class HazardGridEnv(gym.Env):
         r, c = self.cells[self.state]
         img[r, c] = (250, 200, 0)
         return np.kron(img, np.ones((scale, scale, 1), dtype=np.uint8))
+
+    trajectory_episodes = 100
+    """Episodes per agent in the report's trajectory figure."""
+    trajectory_kind = "state visitation"
+    """What :meth:`trajectory_figure` shows (the figure's title)."""
+    trajectory_caption = "State visitation (mean visits per episode)"
+    """The start of the report's caption (``{episodes}`` is filled in)."""
+
+    def trajectory_figure(
+        self, runs: Sequence[tuple[str, Any]], title: str = "state visitation"
+    ) -> Figure:
+        """One heat map of mean visits per episode per agent, over the map.
+
+        ``runs``: (label, :class:`~safeknob.evaluation.rollout.Rollouts` recorded with
+        ``record=True``) per agent; one panel each."""
+        env = self
+        rows, cols = env.grid.shape
+        maps = []
+        for _, res in runs:
+            counts = np.zeros((rows, cols))
+            for ep in res.episodes:
+                for s in np.asarray(ep.obs).reshape(-1):
+                    r, c = env.cell_of(int(s))
+                    counts[r, c] += 1
+            maps.append(counts / max(len(res.episodes), 1))
+        vmax = max((float(m.max()) for m in maps), default=1.0) or 1.0
+        n = max(len(runs), 1)
+        panel_w = 2.9  # inches per panel; the height follows the map's aspect ratio
+        img_h = min(max(panel_w * rows / cols, 0.9), 3.6)
+        fig = new_figure(panel_w * n + 1.2, img_h + 1.5)
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        norm = PowerNorm(0.5, vmin=0.0, vmax=vmax)
+        im = None
+        walls = env.grid == "#"
+        for ax, (label, res), m in zip(axes, runs, maps, strict=False):
+            im = ax.imshow(np.ma.masked_where(walls, m), cmap="Blues", norm=norm, origin="upper")
+            for r, c in np.argwhere(walls):
+                ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, color="0.25"))
+            for r, c in np.argwhere(env.grid == "H"):
+                ax.add_patch(
+                    Rectangle(
+                        (c - 0.5, r - 0.5),
+                        1,
+                        1,
+                        fill=False,
+                        ec="tab:red",
+                        hatch="///",
+                        lw=0,
+                        alpha=0.7,
+                    )
+                )
+                ax.add_patch(
+                    Rectangle((c - 0.45, r - 0.45), 0.9, 0.9, fill=False, ec="tab:red", lw=1)
+                )
+            for ch, color in (("S", "tab:blue"), ("G", "tab:green")):
+                r, c = np.argwhere(env.grid == ch)[0]
+                ax.text(
+                    c,
+                    r,
+                    ch,
+                    ha="center",
+                    va="center",
+                    fontsize=11,
+                    fontweight="bold",
+                    color="white",
+                    bbox={"boxstyle": "circle,pad=0.2", "fc": color, "ec": "black", "lw": 0.6},
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(panel_title(label, res), fontsize=9.5)
+        if im is not None:
+            fig.colorbar(im, ax=list(axes), label="mean visits per episode", shrink=0.85)
+        handles = [
+            Rectangle((0, 0), 1, 1, fill=False, ec="tab:red", hatch="///", label="hazard (cost 1)"),
+            Line2D([], [], marker="o", ls="", mfc="tab:blue", mec="black", ms=9, label="start S"),
+            Line2D([], [], marker="o", ls="", mfc="tab:green", mec="black", ms=9, label="goal G"),
+        ]
+        if walls.any():
+            handles.append(Rectangle((0, 0), 1, 1, color="0.25", label="wall"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
+        fig.suptitle(title)
+        return fig

@@ -44,7 +44,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Rectangle
+
+from safeknob.envs.drawing import new_figure, panel_title
 
 # A big disk in the middle plus two smaller ones, all cutting the line y = 0 between the start
 # (-0.8, 0) and the goal (0.8, 0). Everything with |y| >= 0.5 is hazard-free.
@@ -308,6 +311,45 @@ class HazardNavEnv(gym.Env):
         ax.set_ylim(-ARENA, ARENA)
         ax.set_aspect("equal")
         return ax
+
+    trajectory_episodes = 20
+    """Episodes per agent in the report's trajectory figure."""
+    trajectory_kind = "paths"
+    """What :meth:`trajectory_figure` shows (the figure's title)."""
+    trajectory_caption = "Paths of {episodes} episodes"
+    """The start of the report's caption (``{episodes}`` is filled in)."""
+
+    def trajectory_figure(self, runs: Sequence[tuple[str, Any]], title: str = "paths") -> Figure:
+        """Positions of every recorded episode per agent, over the arena.
+
+        ``runs``: (label, :class:`~safeknob.evaluation.rollout.Rollouts` recorded with
+        ``record=True``) per agent; one panel each."""
+        env = self
+        n = max(len(runs), 1)
+        fig = new_figure(2.9 * n + 0.6, 4.5)
+        axes = fig.subplots(1, n, squeeze=False)[0]
+        for i, (ax, (label, res)) in enumerate(zip(axes, runs, strict=False)):
+            env.draw(ax)
+            for ep in res.episodes:
+                xy = np.asarray(ep.obs, dtype=float)[:, :2]
+                ax.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=0.7, alpha=0.55)
+            ax.set_title(panel_title(label, res), fontsize=9.5)
+            ax.set_xticks([-0.5, 0.0, 0.5])  # no +-1 labels colliding between panels
+            ax.set_yticks([-0.5, 0.0, 0.5])
+            ax.set_xlabel("x")
+            if i == 0:
+                ax.set_ylabel("y")
+            else:
+                ax.set_yticklabels([])
+        handles = [
+            Rectangle((0, 0), 1, 1, color="tab:red", alpha=0.4, label="hazard (cost 1 per step)"),
+            Rectangle((0, 0), 1, 1, color="tab:green", alpha=0.5, label="goal"),
+            Line2D([], [], marker="o", ls="", color="tab:blue", label="start"),
+            Line2D([], [], color="tab:blue", lw=0.9, label="episode path"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
+        fig.suptitle(title)
+        return fig
 
 
 def steps_per_second(n: int = 20000, seed: int = 0, **env_kwargs: Any) -> float:

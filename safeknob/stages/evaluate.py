@@ -17,6 +17,8 @@ from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import Frontier, fingerprint
 from safeknob.evaluation.metrics import (
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
     ExpertStats,
     chord_gain,
     episode_stats,
@@ -29,7 +31,7 @@ from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
 from safeknob.methods import BlendContext, load_blend
 from safeknob.rl.training import env_factory
 from safeknob.stages.common import console, progress_bar
-from safeknob.store import RESULT_COLUMNS, SUMMARY_COLUMNS, ExperimentStore
+from safeknob.store import ExperimentStore
 
 
 def exact_frontier(rc: RunConfig) -> Frontier | None:
