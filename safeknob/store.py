@@ -54,7 +54,7 @@ FIX_REWARDS = "safeknob learn-rewards"
 FIX_BLENDS = "safeknob train-blend"
 FIX_EVAL = "safeknob evaluate"
 
-_LOAD_ERRORS = (
+LOAD_ERRORS = (
     OSError,
     ValueError,
     KeyError,
@@ -148,7 +148,7 @@ class ExperimentStore:
             raise ArtifactError(f"{folder}/model.zip is missing; run `{FIX_EXPERTS} --force`")
         try:
             model = load_ppo(folder / "model.zip")
-        except _LOAD_ERRORS:
+        except LOAD_ERRORS:
             raise ArtifactError(
                 f"{folder}/model.zip is corrupt; run `{FIX_EXPERTS} --force`"
             ) from None
@@ -248,7 +248,7 @@ class ExperimentStore:
             )
             stats = json.loads((folder / "standardize.json").read_text())
             mean, std = float(stats["mean"]), float(stats["std"])
-        except (*_LOAD_ERRORS, TypeError):
+        except (*LOAD_ERRORS, TypeError):
             raise ArtifactError(f"{folder} is corrupt; re-run `{FIX_REWARDS} --force`") from None
         net.eval()
         return LearnedReward(net, env.observation_space, mean, std, {**meta, "standardize": stats})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +9,7 @@ from safeknob.errors import ArtifactError
 from safeknob.evaluation.rollout import Agent
 from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.registry import get_method
-
-_BROKEN_FILES = (
-    OSError,
-    ValueError,
-    KeyError,
-    RuntimeError,
-    EOFError,
-    zipfile.BadZipFile,
-    pickle.UnpicklingError,
-)
-"""What a truncated or corrupt agent file raises while loading; anything else is a bug in the
-method and keeps its traceback (it is not a reason to re-run with --force)."""
+from safeknob.store import LOAD_ERRORS
 
 
 def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict[str, Any], Agent]:
@@ -37,7 +24,7 @@ def load_blend(ctx: BlendContext, folder: Path) -> tuple[Method, dict[str, Any],
         agent = method.load_agent(ctx, folder, meta)
     except ArtifactError:
         raise
-    except _BROKEN_FILES as exc:
+    except LOAD_ERRORS as exc:
         raise ArtifactError(
             f"{folder} cannot be loaded ({type(exc).__name__}: {exc}); re-run "
             f"`safeknob blend --method {record.method_arg} --alpha {meta.get('alpha')} --force`"
