@@ -52,6 +52,14 @@ def method_names(results: pd.DataFrame) -> list[str]:
     return sorted(agent_rows(results).method.astype(str).unique())
 
 
+def training_seeds(agents: pd.DataFrame) -> int:
+    """The number of training seeds behind the blended agents ``agents``: the most any method
+    has (1 without a ``seed`` column or agents)."""
+    if agents.empty or "seed" not in agents.columns:
+        return 1
+    return max(1, int(agents.groupby(agents.method.astype(str))["seed"].nunique().max()))
+
+
 def per_alpha(df: pd.DataFrame) -> pd.DataFrame:
     """One row per alpha (seeds averaged), sorted by alpha."""
     cols = ["return_mean", "return_lo", "return_hi", "cost_mean", "cost_lo", "cost_hi"]
@@ -177,7 +185,9 @@ def plot_frontier(results: pd.DataFrame, frontier: Frontier | None, name: str) -
     ax.set_ylim(r_lo - 0.25 * y_span, r_hi + 0.12 * y_span)
     ax.set_xlabel(COST_LABEL)
     ax.set_ylabel(RETURN_LABEL)
-    ax.set_title(f"{name}: return vs. cost (95% CIs)")
+    n_seeds = training_seeds(agents)
+    seeds = f"; every agent of {n_seeds} training seeds, line: their mean" if n_seeds > 1 else ""
+    ax.set_title(f"{name}: return vs. cost (95% CIs{seeds})", fontsize=10 if seeds else None)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8.5, framealpha=0.9)
     sm = _scalar_mappable(cmap, norm)
@@ -198,9 +208,17 @@ def _scalar_mappable(cmap, norm):
 
 # ---------------------------------------------------------------------------- knob.png
 def _knob_positions(results: pd.DataFrame, method: str, ex: ExpertStats):
-    """Per-alpha (seeds averaged) alphas, positions and their CI bounds of one method."""
-    g = per_alpha(agent_rows(results)[agent_rows(results).method == method])
+    """One method's alphas, shape (A,), its mean position over training seeds at each alpha
+    and that position's bounds: the range over seeds of each seed's agent's position when the
+    method has several seeds, else the position's 95% CI (from the cost's)."""
+    agents = agent_rows(results)
+    df = agents[agents.method == method]
+    g = per_alpha(df)
     p = np.array([position(c, ex) for c in g.cost_mean])
+    if training_seeds(df) > 1:
+        pos = df.assign(p=[position(c, ex) for c in df.cost_mean])
+        spread = pos.groupby("alpha")["p"].agg(["min", "max"]).reindex(g.alpha)
+        return g.alpha.to_numpy(), p, spread["min"].to_numpy(float), spread["max"].to_numpy(float)
     a = np.array([position(c, ex) for c in g.cost_lo])
     b = np.array([position(c, ex) for c in g.cost_hi])
     return g.alpha.to_numpy(), p, np.fmin(a, b), np.fmax(a, b)  # a reversed span swaps bounds
@@ -221,13 +239,18 @@ def knob_outliers(results: pd.DataFrame) -> list[tuple[str, float, float]]:
 def plot_knob(results: pd.DataFrame, name: str) -> Figure:
     """Requested alpha vs. realized position per method, with the identity line.
 
-    Positions outside ``KNOB_RANGE`` (one badly calibrated method would squash every other
+    With one training seed a method's bars are the 95% CI of its position (from the cost's);
+    with several, its marker is the mean position over seeds, a dot shows each seed's agent
+    and the bars their range (a range, not an interval: 3 seeds give no useful 95% CI per
+    alpha). Positions outside ``KNOB_RANGE`` (one badly calibrated method would squash every other
     curve to a line) are drawn at the edge of the range with an arrow pointing off the plot
     and their value; :func:`knob_outliers` lists them for the caption."""
     fig = new_figure()
     ax = fig.add_subplot()
     ex = expert_stats(results)
     methods = method_names(results)
+    agents = agent_rows(results)
+    n_seeds = training_seeds(agents)
     ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1.2, label="ideal: position = alpha")
     for y in (0.0, 1.0):
         ax.axhline(y, color="0.85", lw=0.8, zorder=0)
@@ -243,6 +266,17 @@ def plot_knob(results: pd.DataFrame, name: str) -> Figure:
         x = alphas + (i - (len(methods) - 1) / 2) * width
         pc, loc, hic = (np.clip(v, bottom, top) for v in (p, lo, hi))
         color = f"C{i}"
+        df = agents[agents.method == method]
+        if training_seeds(df) > 1:  # each training seed's agent
+            ax.scatter(
+                df.alpha.to_numpy(float) + (i - (len(methods) - 1) / 2) * width,
+                np.clip([position(c, ex) for c in df.cost_mean], bottom, top),
+                s=12,
+                color=color,
+                alpha=0.45,
+                zorder=2,
+                label="_nolegend_",
+            )
         ax.errorbar(
             x,
             pc,
@@ -286,10 +320,17 @@ def plot_knob(results: pd.DataFrame, name: str) -> Figure:
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("requested alpha")
     ax.set_ylabel("realized position  (C - C_safe) / (C_reck - C_safe)")
-    title = f"{name}: knob calibration (95% CIs of cost)"
+    spread = (
+        f"mean over {n_seeds} training seeds; dots: each seed, bars: their range"
+        if n_seeds > 1
+        else "95% CIs of cost"
+    )
+    if n_seeds > 1 and any(training_seeds(agents[agents.method == m]) == 1 for m in methods):
+        spread += "; one-seed methods: 95% CIs of cost"
+    title = f"{name}: knob calibration" + (f"\n({spread})" if n_seeds > 1 else f" ({spread})")
     if clipped:
         title += f"\npositions outside [{bottom:g}, {top:g}] clipped; arrows give the value"
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10 if n_seeds > 1 else None)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     return fig

@@ -20,7 +20,9 @@ from safeknob.stages import yardstick
 SUMMARY_TABLE_COLUMNS = [
     c for c in SUMMARY_COLUMNS if c != "experiment" and not c.endswith(("_lo", "_hi"))
 ]
-"""The summary table (the intervals over training seeds stay in ``summary.csv``)."""
+"""The summary table's columns: a metric with a 95% interval over training seeds in
+``summary.csv`` (``<column>_lo``/``_hi``) shows as ``mean [lo, hi]`` in its own column when
+the method has ``n_seeds`` > 1."""
 INT_COLUMNS = {"n_alphas", "violations", "n_seeds"}
 
 
@@ -53,15 +55,56 @@ def ci(mean: float, lo: float, hi: float) -> str:
     return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+def _row_seeds(r: pd.Series) -> int:
+    """A summary row's ``n_seeds`` (1 when missing: a summary.csv from before the column)."""
+    n = r.get("n_seeds", 1)
+    return int(n) if pd.notna(n) else 1
+
+
+def _cell(r: pd.Series, c: str) -> str:
+    if c not in r.index:  # a summary.csv from before the column existed
+        return "1" if c == "n_seeds" else "n/a"
+    if c == "method":
+        return str(r[c])
+    if c in INT_COLUMNS:
+        return fmt_int(r[c])
+    if _row_seeds(r) > 1 and f"{c}_lo" in r.index and f"{c}_hi" in r.index:
+        return ci(r[c], r[f"{c}_lo"], r[f"{c}_hi"])
+    return fmt(r[c])
+
+
 def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
-    return [
-        [
-            str(r[c]) if c == "method" else fmt_int(r[c]) if c in INT_COLUMNS else fmt(r[c])
-            for c in SUMMARY_TABLE_COLUMNS
-        ]
-        # A summary.csv from before n_seeds existed: one seed.
-        for _, r in summary.assign(n_seeds=summary.get("n_seeds", 1)).iterrows()
-    ]
+    """The summary table's cells, one row per method in ``SUMMARY_TABLE_COLUMNS`` order: a
+    metric as ``mean [lo, hi]`` (its 95% interval over training seeds) when the method has
+    several seeds and ``summary`` has ``<metric>_lo``/``_hi``, else its value."""
+    return [[_cell(r, c) for c in SUMMARY_TABLE_COLUMNS] for _, r in summary.iterrows()]
+
+
+def noise_phrase(methods: Sequence[str], intervals: Sequence[yardstick.MethodInterval]) -> str:
+    """Which intervals compare ``methods``: "95% intervals over N training seeds" when each has
+    N >= 2 seeds (``MethodInterval.seeds``), "per-agent 95% intervals" when each has one."""
+    by = {m.method: m.seeds for m in intervals}
+    seeds = sorted({by.get(m, 1) for m in methods})
+    if seeds == [1]:
+        return "per-agent 95% intervals"
+    if min(seeds) > 1:
+        n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        return f"95% intervals over {n} training seeds"
+    return "95% intervals over training seeds (per-agent for one-seed methods)"
+
+
+def _decided(
+    best: str, ties: list[str], intervals: Sequence[yardstick.MethodInterval] | None
+) -> str:
+    """The :func:`noise_phrase` of the intervals that compared ``best`` with ``ties`` (or,
+    with no ties, with every other method); "" when ``best`` has no finite interval or there is
+    nothing to compare it with (then no interval decided anything)."""
+    if not intervals or not any(m.method == best and math.isfinite(m.lo) for m in intervals):
+        return ""
+    others = ties or [m.method for m in intervals if m.method != best and math.isfinite(m.lo)]
+    if not others:
+        return ""
+    return noise_phrase([best, *others], intervals)
 
 
 def _ties(best: str, intervals: Sequence[yardstick.MethodInterval] | None) -> list[str]:
@@ -88,7 +131,10 @@ def findings(
 
     ``intervals`` (:func:`yardstick.method_intervals` of the frontier gap, or of the chord gain
     without an exact model) and ``calibration`` (of the calibration error) decide when one
-    method is called better than another: only when their intervals are disjoint."""
+    method is called better than another: only when their intervals are disjoint. A method with
+    2+ training seeds brings its 95% interval over seeds (``summary.csv``'s ``_lo``/``_hi``, via
+    ``yardstick.method_intervals(..., summary=...)``), one seed its per-agent interval; the text
+    names the intervals that decided. Without intervals the lowest/highest mean is named."""
     if summary.empty:
         return ["No blended method was evaluated yet; only the experts appear below."]
     s = summary.copy()
@@ -103,10 +149,12 @@ def findings(
         b = cal.iloc[0]
         lead = "Only one method was evaluated, " if single else ""
         ties = _ties(str(b.method), calibration)
+        noise = _decided(str(b.method), ties, calibration)
         best = (
-            " is best calibrated, with"
+            f" is best calibrated{f' (disjoint {noise})' if noise else ''}, with"
             if not ties
-            else f" has the lowest calibration error, within the noise of {', '.join(ties)}:"
+            else f" has the lowest calibration error, within the noise of {', '.join(ties)} "
+            f"(overlapping {noise}):"
         )
         text = (
             f"{lead}**{b.method}**"
@@ -121,15 +169,17 @@ def findings(
     if not gap.empty:
         b = gap.iloc[0]
         ties = _ties(str(b.method), intervals)
+        noise = _decided(str(b.method), ties, intervals)
         if single:
             lead = "Its"
         elif ties:
             lead = (
                 f"**{b.method}** has the smallest frontier gap, but not beyond the noise "
-                f"(its interval overlaps {', '.join(ties)}'s): the data do not rank them. Its"
+                f"(overlapping {noise} with {', '.join(ties)}): the data do not rank them. Its"
             )
         else:
-            lead = f"**{b.method}** is closest to the exact frontier, with"
+            sep = f" (disjoint {noise})" if noise else ""
+            lead = f"**{b.method}** is closest to the exact frontier{sep}, with"
         text = (
             f"{lead} mean frontier gap {'is ' if single or ties else ''}"
             f"{fmt(b.frontier_gap_mean)} (max {fmt(b.frontier_gap_max)}), as a fraction of the "
@@ -146,15 +196,17 @@ def findings(
         if not chord.empty:
             b = chord.iloc[0]
             ties = _ties(str(b.method), intervals)
+            noise = _decided(str(b.method), ties, intervals)
             if single:
                 who = "its mean chord gain is"
             elif ties:
                 who = (
                     f"**{b.method}** has the largest mean chord gain, not beyond the noise "
-                    f"(its interval overlaps {', '.join(ties)}'s),"
+                    f"(overlapping {noise} with {', '.join(ties)}),"
                 )
             else:
-                who = f"**{b.method}** has the best mean chord gain,"
+                sep = f" (disjoint {noise})" if noise else ""
+                who = f"**{b.method}** has the best mean chord gain{sep},"
             text += (
                 f"; {who} {fmt(b.chord_gain_mean)} (return above the coin-flip "
                 "mixture at equal cost, as a fraction of the experts' return range)"
@@ -188,7 +240,8 @@ def recommendation(
     """Which trained method to use: monotone (Spearman >= 0.95) and calibrated (error <= 0.1),
     then the smallest frontier gap (or the largest chord gain without an exact model).
     ``mixture`` is the baseline and is not recommended: it stays on the chord. Other eligible
-    methods whose ``intervals`` overlap the choice's are named as tied within the noise."""
+    methods whose ``intervals`` overlap the choice's are named as tied within the noise, with
+    which intervals (over training seeds or per agent) overlap."""
     ok = s[
         (s.method != "mixture")
         & (s.spearman.fillna(-1) >= 0.95)
@@ -213,7 +266,8 @@ def recommendation(
     if ties:
         text += (
             f"; {', '.join(ties)} {'is' if len(ties) == 1 else 'are'} as good within the noise "
-            "(overlapping per-agent 95% intervals), so calibration or cost may decide"
+            f"(overlapping {noise_phrase([str(b.method), *ties], intervals or [])}), so "
+            "calibration or cost may decide"
         )
     return [text + "."]
 

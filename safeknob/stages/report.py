@@ -27,6 +27,7 @@ from safeknob.evaluation.figures import (
     knob_outliers,
     plot_frontier,
     plot_knob,
+    training_seeds,
 )
 from safeknob.evaluation.metrics import ExpertStats
 from safeknob.evaluation.page import Document
@@ -219,7 +220,10 @@ def build_document(
         "go the wrong way with non-overlapping CIs; `calibration_error`/`max`: mean/max of "
         "|position - alpha|; `chord_gain_mean`: return above the experts' coin-flip mixture at "
         "equal cost; `frontier_gap`: shortfall from the exact frontier (both as fractions of "
-        "R_reck - R_safe); `cost_std_mean`: per-episode cost dispersion."
+        "R_reck - R_safe); `cost_std_mean`: per-episode cost dispersion. With several "
+        "training seeds (`n_seeds`), Spearman, calibration error (mean and max), chord gain and "
+        "frontier gap are the mean over seeds of each seed's value with its 95% stratified "
+        "bootstrap interval over seeds, `mean [lo, hi]`, and those intervals decide ties."
     )
 
     doc.heading("Experts", 3)
@@ -249,9 +253,17 @@ def build_document(
     doc.heading("Figures")
     doc.heading("Return vs. cost", 3)
     doc.image("frontier.png", "return vs. cost")
+    n_seeds = training_seeds(agent_rows(results))
     doc.para(
         "Each agent's mean episode cost and return with 95% CIs, coloured by alpha, one marker "
-        "per method. The dashed chord is what flipping a coin between the experts achieves; "
+        "per method"
+        + (
+            f" (every agent of the {n_seeds} training seeds; the grey line joins their mean "
+            "per alpha)"
+            if n_seeds > 1
+            else ""
+        )
+        + ". The dashed chord is what flipping a coin between the experts achieves; "
         + (
             "the black line is the exact frontier R*(C), the best return at expected cost C."
             if frontier is not None
@@ -265,6 +277,12 @@ def build_document(
         "Position 0 is the safe expert's cost, 1 the reckless expert's "
         f"(C_safe = {fmt(experts.cost_safe)}, C_reck = {fmt(experts.cost_reck)}); a calibrated "
         "knob sits on the dashed identity line."
+        + (
+            f" A marker is a method's mean position over its {n_seeds} training seeds at that "
+            "alpha, a dot each seed's agent, the bars their range (min to max over seeds)."
+            if n_seeds > 1
+            else " Bars: the 95% CI of the position, from the cost's."
+        )
         + (
             f" Drawn clipped to [{KNOB_RANGE[0]:g}, {KNOB_RANGE[1]:g}] (arrows): "
             + ", ".join(f"{m} at alpha {a:.2f} (position {fmt(x)})" for m, a, x in outliers)
