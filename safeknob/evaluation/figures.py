@@ -187,7 +187,7 @@ def plot_frontier(results: pd.DataFrame, frontier: Frontier | None, name: str) -
     ax.set_ylabel(RETURN_LABEL)
     n_seeds = training_seeds(agents)
     seeds = f"; every agent of {n_seeds} training seeds, line: their mean" if n_seeds > 1 else ""
-    ax.set_title(f"{name}: return vs. cost (95% CIs{seeds})", fontsize=10 if seeds else None)
+    ax.set_title(f"{name}: return vs. cost (95% CIs{seeds})", **({"fontsize": 10} if seeds else {}))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8.5, framealpha=0.9)
     sm = _scalar_mappable(cmap, norm)
@@ -330,7 +330,7 @@ def plot_knob(results: pd.DataFrame, name: str) -> Figure:
     title = f"{name}: knob calibration" + (f"\n({spread})" if n_seeds > 1 else f" ({spread})")
     if clipped:
         title += f"\npositions outside [{bottom:g}, {top:g}] clipped; arrows give the value"
-    ax.set_title(title, fontsize=10 if n_seeds > 1 else None)
+    ax.set_title(title, **({"fontsize": 10} if n_seeds > 1 else {}))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     return fig
