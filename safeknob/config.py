@@ -162,6 +162,26 @@ class RewardsConfig:
     pi(a|s), 0 on absorbing steps; no model), "absorbing-centered" (plus the policy's
     entropy), "policy" (imitation's own log pi(a|s) everywhere; loiters, for comparison) or
     "auto" (transition where a tabular model exists, else absorbing)."""
+    generator_warmstart: bool = True
+    """Start AIRL's generator from behavioural cloning of the demonstrations (the first
+    generator; restarted ones start from scratch, see ``generator_restarts``)."""
+    generator_restarts: int = 7
+    """Times AIRL's generator is re-initialized from scratch during training, at evenly
+    spaced rounds. A generator that starts at its expert (BC) leaves the discriminator no
+    negatives off the expert's path, and a fresh PPO on such a reward loiters; a fresh
+    generator does what a fresh PPO on the current reward does (loiter, cut through hazards),
+    so the discriminator sees it and learns to penalize it (experiments/NOTES.md)."""
+    replay_rounds: int = 0
+    """Rounds of generator samples the discriminator draws its negatives from (imitation's
+    ``gen_replay_buffer_capacity`` = this x the generator's steps per round): 1 is
+    imitation's default (the latest round only), 0 every round of the run, so what earlier
+    generators did stays penalized."""
+    check_warmstart: bool = True
+    """Start the gate's PPO from behavioural cloning of its expert's demonstrations, as every
+    method on learned rewards starts: the gate asks whether PPO on the reward keeps (and does
+    not drift from) the expert's behaviour. False: a PPO from scratch (AIRL's
+    re-optimization test, Fu et al. 2018), which must also find the behaviour by
+    exploration."""
     cost_tolerance: float = 0.2
     """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
     the experts' cost gap |C_reck - C_safe| of its own expert's cost."""
@@ -380,6 +400,8 @@ RANGES: dict[str, Range] = {
     "blend.conditioned_batch_size": Range(2, zero_ok=True),
     "rewards.airl_steps": AT_LEAST_1,
     "rewards.check_steps": NON_NEGATIVE,
+    "rewards.replay_rounds": NON_NEGATIVE,
+    "rewards.generator_restarts": NON_NEGATIVE,
     "rewards.cost_tolerance": POSITIVE,
     "rewards.return_tolerance": POSITIVE,
     "rewards.terminal_tolerance": POSITIVE,

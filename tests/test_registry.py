@@ -21,6 +21,7 @@ from safeknob.methods import (
     spec_names,
 )
 from safeknob.methods.mixture import MixtureMethod
+from safeknob.methods.registry import parse_spec
 from safeknob.stages import blend, pipeline, sweep
 from safeknob.stages.common import toml_dumps
 from safeknob.store import ExperimentStore
@@ -31,8 +32,13 @@ runner = CliRunner()
 def test_every_method_declares_its_facts_once():
     assert list(REGISTRY) == ["bc-mix", "budget", "conditioned", "mixture", "reward-mix"]
     assert spec_names() == [
-        "bc-mix", "budget-env", "budget-airl", "conditioned", "mixture", "reward-mix",
+        "bc-mix", "budget-env", "budget-airl", "conditioned", "conditioned-airl", "mixture",
+        "reward-mix",
     ]  # fmt: skip
+    assert get_method("conditioned").name == "conditioned"
+    assert get_method("conditioned", "airl").name == "conditioned-airl"
+    assert parse_spec("conditioned-airl") == ("conditioned", "airl")
+    assert method_of("conditioned-airl+cal").learned_rewards == ("reckless", "safe")
     assert get_method("budget").name == "budget-airl"
     assert get_method("budget", "env").name == "budget-env"
     assert method_of("bc-mix+cal").name == "bc-mix"
@@ -69,7 +75,7 @@ def test_sweep_prepares_both_rewards_for_budget_airl(monkeypatch, tmp_path):
         ("reward-mix", "env", "method 'reward-mix' supports --reward airl, got --reward env"),
         ("bc-mix", "env", "method 'bc-mix' takes no --reward"),
         ("mixture", "airl", "method 'mixture' takes no --reward"),
-        ("conditioned", "airl", "method 'conditioned' supports --reward env, got --reward airl"),
+        ("conditioned", "ppo", "unknown reward source 'ppo'"),
     ],
 )
 def test_an_unsupported_reward_is_one_clear_error(tmp_path, method, reward, needle):

@@ -70,6 +70,9 @@ class Method(abc.ABC):
     """Reward sources ``--reward`` accepts; empty when the method takes none."""
     default_reward: ClassVar[str | None] = None
     """Reward source used when ``--reward`` is not given."""
+    bare_default: ClassVar[bool] = False
+    """Name the default reward source's spec by the key alone (``conditioned``; its learned
+    reward variant is ``conditioned-airl``) instead of ``key-reward`` (``budget-env``)."""
     needs_rewards: ClassVar[tuple[str, ...]] = ()
     """Roles whose learned (AIRL) reward the method uses when its reward source is ``airl``."""
     shared_policy: ClassVar[bool] = False
@@ -89,8 +92,11 @@ class Method(abc.ABC):
     @property
     def name(self) -> str:
         """Column value in results.csv and the ``blends/`` folder name (``budget-env``): the
-        key, with the reward source when the method takes several."""
-        return f"{self.key}-{self.reward}" if len(self.rewards) > 1 else self.key
+        key, with the reward source when the method takes several (not for the default one
+        of a ``bare_default`` method: ``conditioned``, ``conditioned-airl``)."""
+        if len(self.rewards) <= 1 or (self.bare_default and self.reward == self.default_reward):
+            return self.key
+        return f"{self.key}-{self.reward}"
 
     @property
     def learned_rewards(self) -> tuple[str, ...]:

@@ -9,8 +9,9 @@ dual mixture of the iterates of the second half of training (see ``snapshots``):
 two snapshots bracketing the budget, weighted so their expected cost is d(alpha).
 
 With ``--reward airl`` the agent trains in the absorbing fixed-horizon env the reward was
-learned in (``safeknob.rl.airl``); the PID gains are scaled up by ``AIRL_GAIN`` because a
-standardized learned reward has a larger scale per episode than the env's.
+learned in (``safeknob.rl.airl``); the PID gains and the multiplier's cap are scaled by the
+ratio of the experts' exchange rates under the learned objective and under the env's reward
+(:func:`learned_scale`, measured on the demonstrations), not by per-env constants.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from safeknob.config import tb_dir
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
 from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.learned import learned_lagrange, learned_scale, learned_task_reward
 from safeknob.methods.registry import register
-from safeknob.rl.airl import absorbing_factory, task_reward
+from safeknob.rl.airl import absorbing_factory
 from safeknob.rl.snapshots import (
     dual_mixture,
     policy_from_state,
@@ -37,9 +39,6 @@ from safeknob.rl.snapshots import (
 from safeknob.rl.training import env_factory, load_ppo, train_ppo
 from safeknob.rl.warmstart import demos_warmstart
 
-AIRL_GAIN = 10.0
-AIRL_LAMBDA_CAP = 30.0
-"""Multiplier cap (x lambda_max) on a learned reward: agents switched routes at lambda ~8."""
 CANDIDATES = 16
 """Iterates (evenly spaced over the second half of training) measured for the mixture."""
 
@@ -62,7 +61,7 @@ def measure_snapshots(
     fn = None
     if learned:
         make = absorbing_factory(exp.env)
-        fn = _task_reward(ctx)
+        fn = learned_task_reward(ctx)
     else:
         make = env_factory(exp.env)
     episodes = exp.blend.candidate_episodes
@@ -88,14 +87,6 @@ def measure_snapshots(
     return out
 
 
-def _task_reward(ctx: BlendContext):
-    """The learned task reward (both experts' AIRL rewards averaged; the reckless one alone
-    when the safe one was not learned)."""
-    store = ctx.store
-    reckless = store.reward("reckless")
-    return task_reward(reckless, store.reward("safe") if store.has_reward("safe") else None)
-
-
 @register(
     "budget",
     rewards=("env", "airl"),
@@ -111,7 +102,7 @@ class BudgetMethod(Method):
     def reward_fn(self, ctx: BlendContext):
         if self.reward == "env":
             return None
-        return _task_reward(ctx)
+        return learned_task_reward(ctx)
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment
@@ -122,13 +113,7 @@ class BudgetMethod(Method):
         venv = None
         if self.reward == "airl":
             venv = vec_env(absorbing_factory(exp.env), exp.ppo.n_envs)
-            lagrange = dataclasses.replace(
-                lagrange,
-                kp=lagrange.kp * AIRL_GAIN,
-                ki=lagrange.ki * AIRL_GAIN,
-                kd=lagrange.kd * AIRL_GAIN,
-                lambda_max=lagrange.lambda_max * AIRL_LAMBDA_CAP,
-            )
+            lagrange = learned_lagrange(ctx, lagrange)
         budget = ctx.budget(alpha)
         warmstart = None
         if self.reward == "airl" or exp.blend.warmstart:
@@ -163,6 +148,7 @@ class BudgetMethod(Method):
         save_weighted(folder, cands, weights)
         return {
             "reward_source": self.reward,
+            "learned_scale": learned_scale(ctx) if self.reward == "airl" else None,
             "final_lambda": res.final_lambda,
             "candidates": [{"objective": o, "cost": c} for o, c, _ in points],
             "mixture": [

@@ -1,5 +1,9 @@
 """``conditioned``: one PPO-Lagrangian policy that sees alpha in its observation.
 
+``--reward env`` (``conditioned``) trains on the env's reward; ``--reward airl``
+(``conditioned-airl``) on the learned task reward of both experts' AIRL rewards, in the
+absorbing fixed-horizon env they were learned in, starting from BC of the demonstrations.
+
 During training every episode draws alpha uniformly from a grid of ``conditioned_bins``
 values; each grid value keeps its own PID multiplier for its budget d(alpha). After one
 training run, ``blend --method conditioned --alpha A`` produces an agent for any A at once:
@@ -22,10 +26,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from safeknob.artifacts import atomic_dir, make_meta, stage_config, write_json
 from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig, tb_dir
+from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent
 from safeknob.methods.base import BlendContext, Method
+from safeknob.methods.learned import learned_lagrange, learned_task_reward
 from safeknob.methods.registry import register
-from safeknob.rl.lagrangian import PIDLagrangian
+from safeknob.rl.airl import absorbing_factory
+from safeknob.rl.lagrangian import CostPenaltyVecEnv, PIDLagrangian
 from safeknob.rl.snapshots import save_snapshots, snapshot_agent
 from safeknob.rl.training import (
     ProgressCallback,
@@ -159,7 +166,10 @@ class BinLagrangeCallback(BaseCallback):
 
 @register(
     "conditioned",
-    rewards=("env",),
+    rewards=("env", "airl"),
+    default_reward="env",
+    bare_default=True,
+    needs_rewards=("reckless", "safe"),
     shared_policy=True,
     cost=4,
     summary="one PPO-Lagrangian policy that sees alpha in its observation",
@@ -184,6 +194,7 @@ class ConditionedMethod(Method):
             "c_safe": ctx.c_safe,
             "c_reck": ctx.c_reck,
             "train_seed": ctx.seed,
+            "reward": self.reward,
         }
 
     def ensure_trained(self, ctx: BlendContext) -> tuple[Path, float]:
@@ -206,12 +217,23 @@ class ConditionedMethod(Method):
         budgets = np.array([ctx.budget(a) for a in grid])
         ppo = conditioned_ppo(exp)
         seed = ctx.stream("agent", self.name)
-        venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), grid, seed)
+        lagrange = exp.lagrange
+        if self.reward == "airl":
+            # The learned task reward in the absorbing fixed-horizon env it was learned in
+            # (CostPenaltyVecEnv with no multiplier only swaps the reward); the multiplier's
+            # scale comes from the demonstrations (safeknob.methods.learned).
+            base: VecEnv = CostPenaltyVecEnv(
+                vec_env(absorbing_factory(exp.env), ppo.n_envs), reward_fn=learned_task_reward(ctx)
+            )
+            lagrange = learned_lagrange(ctx, lagrange)
+        else:
+            base = make_vec_env(exp.env, ppo.n_envs)
+        venv = ConditionedVecEnv(base, grid, seed)
         model = build_ppo(venv, ppo, seed, tb_dir(ctx.run, "blend", self.name))
-        if exp.blend.warmstart:
+        if exp.blend.warmstart or self.reward == "airl":
             conditioned_warmstart(ctx, model)
         steps = self.steps(ctx)
-        lag = BinLagrangeCallback(venv, budgets, exp.lagrange)
+        lag = BinLagrangeCallback(venv, budgets, lagrange)
         snap = SnapshotCallback(steps, 0.1)
         model.learn(steps, callback=[ProgressCallback(ctx.progress, ctx.task), lag, snap])
         seconds = time.perf_counter() - t0

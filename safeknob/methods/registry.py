@@ -26,6 +26,7 @@ def register(
     *,
     rewards: tuple[str, ...] = (),
     default_reward: str | None = None,
+    bare_default: bool = False,
     needs_rewards: tuple[str, ...] = (),
     shared_policy: bool = False,
     trains: bool = True,
@@ -43,6 +44,7 @@ def register(
             raise ValueError(f"method {key!r}: reward sources must come from {REWARD_SOURCES}")
         cls.key, cls.rewards, cls.needs_rewards = key, rewards, needs_rewards
         cls.default_reward = default_reward if default_reward else (rewards[0] if rewards else None)
+        cls.bare_default = bare_default
         cls.shared_policy, cls.trains, cls.calibratable = shared_policy, trains, calibratable
         cls.cost, cls.summary = cost, summary
         REGISTRY[key] = cls
@@ -85,18 +87,19 @@ def spec_names() -> list[str]:
     """Every method spec without ``+cal``: ``mixture, bc-mix, budget-env, budget-airl, ...``."""
     out: list[str] = []
     for key, cls in REGISTRY.items():
-        out.extend([f"{key}-{r}" for r in cls.rewards] if len(cls.rewards) > 1 else [key])
+        out.extend([cls(r).name for r in cls.rewards] if cls.rewards else [key])
     return out
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``"budget-env"`` -> ("budget", "env"); ``"bc-mix"`` -> ("bc-mix", None);
+    """``"budget-env"`` -> ("budget", "env"); ``"conditioned-airl"`` -> ("conditioned",
+    "airl"); ``"bc-mix"`` -> ("bc-mix", None);
     ``"budget"`` -> ("budget", None) (its default reward). ``+cal`` must be removed first."""
     if spec in REGISTRY:
         return spec, None
     for key, cls in REGISTRY.items():
         for r in cls.rewards:
-            if spec == f"{key}-{r}":
+            if spec == cls(r).name:
                 return key, r
     return spec, None
 

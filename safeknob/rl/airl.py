@@ -283,9 +283,9 @@ def train_airl(
     venv = vec_env(make, exp.ppo.n_envs)
     venv.seed(seed)
     gen = build_ppo(venv, exp.ppo, seed)
-    # Start the generator at the expert (BC on its demonstrations): without it the safe
-    # expert's generator never leaves the reckless route and AIRL never equilibrates.
-    bc_warmstart(gen, trajs, obs_space, act_space, seed)
+    if exp.rewards.generator_warmstart:
+        # Start the generator at the expert (BC on its demonstrations).
+        bc_warmstart(gen, trajs, obs_space, act_space, seed)
     net = make_reward_net(obs_space, act_space, exp.ppo.gamma)
     kwargs: dict[str, Any] = {
         "demonstrations": demos,
@@ -295,6 +295,9 @@ def train_airl(
         "reward_net": net,
         "n_disc_updates_per_round": 16,
         "disc_opt_kwargs": {"lr": 1e-3},
+        "gen_replay_buffer_capacity": replay_capacity(
+            exp.rewards.replay_rounds, exp.ppo.n_envs * gen.n_steps, steps
+        ),
     }
     tb = tb_dir(rc, STAGE, role)
     with tempfile.TemporaryDirectory() as logdir:
@@ -314,8 +317,12 @@ def train_airl(
         else:
             trainer = AbsorbingAIRL(center_entropy=term == "absorbing-centered", **kwargs)
         done = [0]
+        n_rounds = steps // trainer.gen_train_timesteps
+        restarts = restart_rounds(n_rounds, exp.rewards.generator_restarts)
 
-        def cb(_round: int) -> None:
+        def cb(round_: int) -> None:
+            if round_ in restarts:
+                reinit_policy(gen, seed + 1 + restarts.index(round_))
             if progress is not None and task is not None:
                 n = gen.num_timesteps
                 progress.update(task, advance=n - done[0])
@@ -326,6 +333,28 @@ def train_airl(
         with mock.patch("imitation.algorithms.adversarial.common.tqdm.tqdm", quiet_tqdm):
             trainer.train(steps, callback=cb)
     return net, {"horizon": horizon, "generator_term": term, "demos": len(trajs)}
+
+
+def replay_capacity(replay_rounds: int, per_round: int, steps: int) -> int:
+    """Transitions the generator replay buffer holds: ``replay_rounds`` rounds of
+    ``per_round`` samples, every round of a ``steps``-step run for 0, never more than that."""
+    whole = max(steps, per_round)
+    return whole if replay_rounds == 0 else min(replay_rounds * per_round, whole)
+
+
+def restart_rounds(n_rounds: int, restarts: int) -> list[int]:
+    """The rounds after which the generator is re-initialized: ``restarts`` evenly spaced
+    rounds strictly inside ``range(n_rounds)`` (the last round is never one)."""
+    return sorted({n_rounds * (k + 1) // (restarts + 1) - 1 for k in range(restarts)} - {-1})
+
+
+def reinit_policy(model: Any, seed: int) -> None:
+    """Replace an SB3 on-policy model's policy (and its optimizer) by a freshly initialized
+    one drawn from ``seed``, as ``_setup_model`` builds it."""
+    th.manual_seed(seed)
+    model.policy = model.policy_class(
+        model.observation_space, model.action_space, model.lr_schedule, **model.policy_kwargs
+    ).to(model.device)
 
 
 GENERATOR_TERMS = ("auto", "transition", "absorbing", "absorbing-centered", "policy")

@@ -27,6 +27,7 @@ from safeknob.evaluation.rollout import PolicyAgent, rollout
 from safeknob.rl.airl import STAGE, absorbing_factory, save_reward, standardization, train_airl
 from safeknob.rl.lagrangian import CostPenaltyVecEnv
 from safeknob.rl.training import ProgressCallback, build_ppo, env_factory
+from safeknob.rl.warmstart import bc_warmstart
 from safeknob.stages.common import console, progress_bar
 from safeknob.store import FIX_REWARDS as FIX
 from safeknob.store import ExperimentStore, RewardCheckError
@@ -125,7 +126,7 @@ def learn_role(
     if check_steps:
         # The expert's behaviour is its demonstrations (all a user with recordings has).
         evals = {r: demo_stats(demos[r]) for r in ("reckless", "safe")}
-        check = reoptimize(rc, role, check_steps, progress, evals[role])
+        check = reoptimize(rc, role, check_steps, progress, evals[role], demos[role])
         failures = gate(check, exp.rewards, evals, role)
         check["passed"] = not failures
         if failures:
@@ -158,7 +159,8 @@ def gate(
     tolerance is ``cfg.cost_tolerance * |C_reck - C_safe|``, the return tolerance
     ``cfg.return_tolerance * max(|R_reck|, |R_safe|)``, and the PPO's fraction of episodes
     ending in a terminal state may be at most ``cfg.terminal_tolerance`` below its
-    expert's."""
+    expert's. With a tabular model ``check`` also holds the learned reward's exact optimum
+    (``exact_return``/``exact_cost``), held to the same return and cost tolerances."""
     ev = expert_evals
     c_gap = abs(ev["reckless"]["cost_mean"] - ev["safe"]["cost_mean"])
     r_scale = max(abs(ev["reckless"]["return_mean"]), abs(ev["safe"]["return_mean"]))
@@ -174,6 +176,16 @@ def gate(
         out.append(
             f"return {ret:.3g} vs the expert's {check['expert_return']:.3g} (tolerance {r_tol:.3g})"
         )
+    if "exact_return" in check:  # a tabular model: the learned reward's exact optimum too
+        e_cost, e_ret = check["exact_cost"], check["exact_return"]
+        if (
+            abs(e_cost - check["expert_cost"]) > c_tol
+            or abs(e_ret - check["expert_return"]) > r_tol
+        ):
+            out.append(
+                f"exact optimum of the learned reward {e_ret:.3g} / cost {e_cost:.3g} vs the "
+                f"expert's {check['expert_return']:.3g} / {check['expert_cost']:.3g}"
+            )
     need = check["expert_terminal_rate"] - cfg.terminal_tolerance
     if check["ppo_terminal_rate"] < need:
         out.append(
@@ -214,7 +226,12 @@ def _run_parallel(
 
 
 def reoptimize(
-    rc: RunConfig, role: str, steps: int, progress, expert: dict[str, float]
+    rc: RunConfig,
+    role: str,
+    steps: int,
+    progress,
+    expert: dict[str, float],
+    trajs: list[TrajectoryWithRew] | None = None,
 ) -> dict[str, Any]:
     """Train a fresh PPO on the learned reward (absorbing env) and measure it under the true
     reward and cost, next to ``expert`` (:func:`demo_stats` of its demonstrations); with a
@@ -222,7 +239,10 @@ def reoptimize(
     exp = rc.experiment
     fn = ExperimentStore(rc).reward(role, checked=False)
     venv = CostPenaltyVecEnv(vec_env(absorbing_factory(exp.env), exp.ppo.n_envs), reward_fn=fn)
-    model = build_ppo(venv, exp.ppo, seeding.derive(exp.seed, "rewards", f"check-{role}"))
+    seed = seeding.derive(exp.seed, "rewards", f"check-{role}")
+    model = build_ppo(venv, exp.ppo, seed)
+    if exp.rewards.check_warmstart and trajs:
+        bc_warmstart(model, trajs, venv.observation_space, venv.action_space, seed)
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model.learn(steps, callback=ProgressCallback(progress, task))
     res = rollout(
@@ -234,6 +254,7 @@ def reoptimize(
     )
     out: dict[str, Any] = {
         "ppo_steps": steps,
+        "ppo_warmstart": bool(exp.rewards.check_warmstart and trajs),
         "ppo_return": bootstrap_ci(res.returns, seed=0),
         "ppo_cost": bootstrap_ci(res.costs, seed=0),
         "ppo_terminal_rate": float(np.mean([e.terminal for e in res.episodes])),
@@ -246,13 +267,15 @@ def reoptimize(
     model_t = tabular_model(env)
     if model_t is not None:
         g = fn.unshaped(np.arange(model_t.n_states))
+        # As in the absorbing env PPO trains in: the goal's reward is collected on every
+        # absorbing step until the horizon (no state is terminal for the learned reward).
         learned = TabularModel(
             P=model_t.P,
             R=model_t.P @ g,
             C=model_t.C,
             mu=model_t.mu,
             horizon=model_t.horizon,
-            terminal=model_t.terminal,
+            terminal=np.zeros_like(model_t.terminal),
         )
         _, pi = value_iteration(learned)
         ret, cost = evaluate_policy(model_t, pi)
