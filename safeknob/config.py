@@ -182,6 +182,11 @@ class RewardsConfig:
     not drift from) the expert's behaviour. False: a PPO from scratch (AIRL's
     re-optimization test, Fu et al. 2018), which must also find the behaviour by
     exploration."""
+    check_constrained: bool = True
+    """Re-optimize the safe expert's reward under the cost limit it was trained under
+    (``experts.cost_limit``, PPO-Lagrangian), as that expert maximized its reward under it:
+    a learned reward explains behaviour, and the safe expert's behaviour includes its
+    constraint (inverse constrained RL, Malik et al. 2021). False: unconstrained."""
     cost_tolerance: float = 0.2
     """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
     the experts' cost gap |C_reck - C_safe| of its own expert's cost."""

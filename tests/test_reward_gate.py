@@ -259,7 +259,7 @@ def test_generator_restarts_and_warm_check_run_and_stay_deterministic(trained_ro
 
 
 def test_exchange_rate_is_the_multiplier_at_which_the_experts_tie():
-    from safeknob.methods.learned import exchange_rate
+    from safeknob.rl.airl import exchange_rate
 
     g = {"reckless": 0.8, "safe": 0.6}
     c = {"reckless": 3.0, "safe": 1.0}

@@ -435,6 +435,54 @@ def task_reward(reckless: LearnedReward, safe: LearnedReward | None) -> Callable
     return fn
 
 
+def exchange_rate(objectives: dict[str, float], costs: dict[str, float]) -> float:
+    """``|G_reck - G_safe| / |C_reck - C_safe|``: the Lagrange multiplier at which the two
+    experts' Lagrangians ``G - lambda C`` tie, in objective units per unit of episode cost:
+    the scale at which a multiplier turns the knob between the experts, whatever the env or
+    the reward's units."""
+    dg = abs(objectives["reckless"] - objectives["safe"])
+    dc = abs(costs["reckless"] - costs["safe"])
+    return dg / max(dc, 1e-9)
+
+
+def exchange_ratio(
+    reward_fn: Callable[..., np.ndarray],
+    demos: dict[str, list[TrajectoryWithRew]],
+    env_cfg: EnvConfig,
+) -> dict[str, float]:
+    """The experts' exchange rate (:func:`exchange_rate`) under ``reward_fn`` summed over
+    each demonstration padded to the fixed horizon (:func:`pad`, as in the absorbing env a
+    learned reward is optimized in), under the env's reward, and their ``ratio``
+    (dimensionless): how much larger a Lagrange multiplier must be on ``reward_fn``.
+
+    ``demos`` maps ``"reckless"`` and ``"safe"`` to their trajectories."""
+    env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
+    horizon = env_horizon(env)
+    space = env.action_space
+    noop = 0 if isinstance(space, gym.spaces.Discrete) else np.zeros(space.shape or ())
+    env.close()
+    learned, true, costs = {}, {}, {}
+    for role in ("reckless", "safe"):
+        sums = []
+        for t in demos[role]:
+            pt = pad(t, horizon, noop)
+            obs = np.asarray(pt.obs)
+            done = np.zeros(len(pt.acts), dtype=bool)
+            sums.append(float(np.sum(reward_fn(obs[:-1], np.asarray(pt.acts), obs[1:], done))))
+        learned[role] = float(np.mean(sums))
+        true[role] = float(np.mean([np.sum(t.rews) for t in demos[role]]))
+        # per-step costs in infos (checked when the demonstrations were loaded)
+        costs[role] = float(
+            np.mean([sum(float(i["cost"]) for i in t.infos or ()) for t in demos[role]])
+        )
+    rate_learned, rate_env = exchange_rate(learned, costs), exchange_rate(true, costs)
+    return {
+        "exchange_rate_learned": rate_learned,
+        "exchange_rate_env": rate_env,
+        "ratio": rate_learned / max(rate_env, 1e-9),
+    }
+
+
 def standardization(
     net: BasicShapedRewardNet, trajs: list[TrajectoryWithRew], space: gym.Space
 ) -> dict[str, float]:

@@ -10,6 +10,7 @@ budget spends all of it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,3 +168,22 @@ class LagrangeCallback(BaseCallback):
                 "return": float(np.mean(new_rets)) if new_rets else float("nan"),
             }
         )
+
+
+LEARNED_CAP = 3.0
+"""Headroom of the multiplier's cap on a learned reward beyond the exchange-rate ratio
+(:func:`scale_gains`): a learned objective is not the env's, so its route switches need not
+sit where they do under the env's reward."""
+
+
+def scale_gains(cfg: LagrangeConfig, ratio: float, cap: float = LEARNED_CAP) -> LagrangeConfig:
+    """``cfg`` for an objective ``ratio`` times the env reward's exchange rate
+    (:func:`safeknob.rl.airl.exchange_ratio`): PID gains x ``ratio``, cap x ``ratio`` x
+    ``cap``. The multiplier then moves in the objective's units as it did in the env's."""
+    return dataclasses.replace(
+        cfg,
+        kp=cfg.kp * ratio,
+        ki=cfg.ki * ratio,
+        kd=cfg.kd * ratio,
+        lambda_max=cfg.lambda_max * ratio * cap,
+    )

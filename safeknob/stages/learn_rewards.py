@@ -19,14 +19,21 @@ from safeknob import data, parallel, seeding
 from safeknob.artifacts import atomic_dir, make_meta, stage_config, up_to_date, write_json
 from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
-from safeknob.envs.frontier import value_iteration
+from safeknob.envs.frontier import InfeasibleBudgetError, solve
 from safeknob.envs.model import TabularModel, evaluate_policy
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.metrics import bootstrap_ci
 from safeknob.evaluation.rollout import PolicyAgent, rollout
-from safeknob.rl.airl import STAGE, absorbing_factory, save_reward, standardization, train_airl
-from safeknob.rl.lagrangian import CostPenaltyVecEnv
-from safeknob.rl.training import ProgressCallback, build_ppo, env_factory
+from safeknob.rl.airl import (
+    STAGE,
+    absorbing_factory,
+    exchange_ratio,
+    save_reward,
+    standardization,
+    train_airl,
+)
+from safeknob.rl.lagrangian import scale_gains
+from safeknob.rl.training import env_factory, train_ppo
 from safeknob.rl.warmstart import bc_warmstart
 from safeknob.stages.common import console, progress_bar
 from safeknob.store import FIX_REWARDS as FIX
@@ -126,7 +133,7 @@ def learn_role(
     if check_steps:
         # The expert's behaviour is its demonstrations (all a user with recordings has).
         evals = {r: demo_stats(demos[r]) for r in ("reckless", "safe")}
-        check = reoptimize(rc, role, check_steps, progress, evals[role], demos[role])
+        check = reoptimize(rc, role, check_steps, progress, evals[role], demos[role], demos)
         failures = gate(check, exp.rewards, evals, role)
         check["passed"] = not failures
         if failures:
@@ -232,19 +239,45 @@ def reoptimize(
     progress,
     expert: dict[str, float],
     trajs: list[TrajectoryWithRew] | None = None,
+    both_demos: dict[str, list[TrajectoryWithRew]] | None = None,
 ) -> dict[str, Any]:
-    """Train a fresh PPO on the learned reward (absorbing env) and measure it under the true
+    """Train a PPO on the learned reward (absorbing env) and measure it under the true
     reward and cost, next to ``expert`` (:func:`demo_stats` of its demonstrations); with a
-    tabular model also the exact optimum of the learned reward (value iteration)."""
+    tabular model also the exact optimum of the learned reward (LP over occupancy measures).
+
+    The PPO starts from BC of ``trajs`` with ``rewards.check_warmstart``. The safe expert
+    maximized its reward under a cost limit, so with ``rewards.check_constrained`` its reward
+    is re-optimized under the same limit (``experts.cost_limit``, PPO-Lagrangian with the
+    multiplier scaled to the learned reward by the experts' exchange-rate ratio,
+    :func:`safeknob.rl.airl.exchange_ratio`; inverse constrained RL's re-optimization test,
+    Malik et al. 2021), and the exact optimum is the constrained one."""
     exp = rc.experiment
     fn = ExperimentStore(rc).reward(role, checked=False)
-    venv = CostPenaltyVecEnv(vec_env(absorbing_factory(exp.env), exp.ppo.n_envs), reward_fn=fn)
     seed = seeding.derive(exp.seed, "rewards", f"check-{role}")
-    model = build_ppo(venv, exp.ppo, seed)
-    if exp.rewards.check_warmstart and trajs:
-        bc_warmstart(model, trajs, venv.observation_space, venv.action_space, seed)
+    budget = constraint(exp, role)
+    lagrange, scale = exp.lagrange, None
+    if budget is not None and both_demos is not None:
+        scale = exchange_ratio(fn, both_demos, exp.env)
+        lagrange = scale_gains(lagrange, scale["ratio"])
+    warm = exp.rewards.check_warmstart and bool(trajs)
+
+    def warmstart(model: Any) -> None:
+        env = model.get_env()
+        bc_warmstart(model, trajs, env.observation_space, env.action_space, seed)
+
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
-    model.learn(steps, callback=ProgressCallback(progress, task))
+    model = train_ppo(
+        exp,
+        steps,
+        seed,
+        budget=budget,
+        lagrange=lagrange,
+        reward_fn=fn,
+        venv=vec_env(absorbing_factory(exp.env), exp.ppo.n_envs),
+        progress=progress,
+        task=task,
+        warmstart=warmstart if warm else None,
+    ).model
     res = rollout(
         PolicyAgent(model, True),
         env_factory(exp.env),
@@ -254,7 +287,9 @@ def reoptimize(
     )
     out: dict[str, Any] = {
         "ppo_steps": steps,
-        "ppo_warmstart": bool(exp.rewards.check_warmstart and trajs),
+        "ppo_warmstart": warm,
+        "ppo_cost_limit": budget,
+        "exchange_ratio": scale,
         "ppo_return": bootstrap_ci(res.returns, seed=0),
         "ppo_cost": bootstrap_ci(res.costs, seed=0),
         "ppo_terminal_rate": float(np.mean([e.terminal for e in res.episodes])),
@@ -277,10 +312,21 @@ def reoptimize(
             horizon=model_t.horizon,
             terminal=np.zeros_like(model_t.terminal),
         )
-        _, pi = value_iteration(learned)
+        try:
+            pi = solve(learned, budget).policy
+        except InfeasibleBudgetError:
+            pi = solve(learned, None).policy
         ret, cost = evaluate_policy(model_t, pi)
         out["exact_return"], out["exact_cost"] = ret, cost
     return out
+
+
+def constraint(exp: Any, role: str) -> float | None:
+    """The cost limit the gate re-optimizes ``role``'s reward under: the safe expert's
+    ``experts.cost_limit`` with ``rewards.check_constrained``, else None (unconstrained)."""
+    if role == "safe" and exp.rewards.check_constrained:
+        return exp.experts.cost_limit
+    return None
 
 
 def print_checks(rc: RunConfig, roles: Sequence[str]) -> None:
