@@ -473,7 +473,12 @@ def exchange_ratio(
         true[role] = float(np.mean([np.sum(t.rews) for t in demos[role]]))
         # per-step costs in infos (checked when the demonstrations were loaded)
         costs[role] = float(
-            np.mean([sum(float(i["cost"]) for i in t.infos or ()) for t in demos[role]])
+            np.mean(
+                [
+                    sum(float(i["cost"]) for i in (t.infos if t.infos is not None else ()))
+                    for t in demos[role]
+                ]
+            )
         )
     rate_learned, rate_env = exchange_rate(learned, costs), exchange_rate(true, costs)
     return {
