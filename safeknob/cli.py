@@ -537,7 +537,7 @@ def learn_rewards(
     ] = DEFAULT_WORKERS,
     overrides: SetOpt = None,
 ) -> None:
-    """Learn an AIRL reward per expert and check it by re-optimizing it with a fresh PPO."""
+    """Learn an AIRL reward per expert and check it by re-optimizing it with PPO (a gate)."""
 
     def go():
         roles = tuple(role or ["reckless"])

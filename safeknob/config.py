@@ -142,8 +142,9 @@ class BlendConfig:
     conditioned_batch_size: int = 0
     """Minibatch size of the conditioned policy (0: ``ppo.batch_size``)."""
     warmstart: bool = False
-    """Start ``budget --reward env`` and ``conditioned`` from behavioural cloning of the
-    demonstrations instead of a random policy (``budget --reward airl`` always does):
+    """Start ``budget --reward env`` and ``conditioned --reward env`` from behavioural cloning
+    of the demonstrations instead of a random policy (on learned rewards, ``--reward airl``,
+    both always do):
     ``budget`` clones both experts, ``conditioned`` clones each expert with its own alpha
     (0 safe, 1 reckless) in the observation. For envs where PPO from scratch learns the
     reckless route first and then cannot find the safe one (HazardNav's fence)."""
@@ -154,7 +155,7 @@ class RewardsConfig:
     airl_steps: int = 300_000
     """Generator env steps of AIRL per learned reward."""
     check_steps: int = 200_000
-    """Env steps of the fresh PPO that re-optimizes a learned reward (0: skip the check; the
+    """Env steps of the PPO that re-optimizes a learned reward (0: skip the check; the
     reward is then marked unchecked and methods use it with a warning)."""
     generator_term: str = "auto"
     """The AIRL discriminator's generator term: "transition" (log-probability of the observed

@@ -23,7 +23,7 @@ stage              role               what it seeds
 ``experts``        ``safe``           PPO-Lagrangian of the safe expert
 ``demos``          ``<role>``         the recorded demonstration episodes
 ``rewards``        ``<role>``         AIRL of a learned reward
-``rewards``        ``check-<role>``   the fresh PPO that re-optimizes a learned reward
+``rewards``        ``check-<role>``   the PPO that re-optimizes a learned reward (and its BC)
 ``blend``          ``agent``          a blended agent's training (PPO / BC), per
                                       (method, alpha, seed); ``alpha`` is None for a method
                                       whose one policy serves every alpha (``conditioned``)

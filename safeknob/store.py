@@ -216,10 +216,12 @@ class ExperimentStore:
         except (OSError, json.JSONDecodeError):
             return "missing"
 
-    def require_usable(self, role: str) -> dict[str, Any]:
+    def require_usable(self, role: str, unconstrained: bool = False) -> dict[str, Any]:
         """The role's reward meta.json, if a method may train on it. Raises
-        :class:`RewardCheckError` when the reward failed its re-optimization check,
-        ArtifactError (naming ``safeknob learn-rewards``) when it is missing."""
+        :class:`RewardCheckError` when the reward failed its re-optimization check (with
+        ``unconstrained``: also when it passed only under its expert's cost limit, for a
+        method that optimizes it without one), ArtifactError (naming ``safeknob
+        learn-rewards``) when it is missing."""
         meta = self.reward_meta(role)
         if check_status(meta) == "failed":
             raise RewardCheckError(
@@ -228,16 +230,26 @@ class ExperimentStore:
                 f"{role}` for why, and re-learn it (`{FIX_REWARDS} --force`) with more "
                 "rewards.airl_steps or demos.episodes"
             )
+        check = meta.get("check") or {}
+        if unconstrained and check.get("ppo_cost_limit") is not None:
+            if not check.get("unconstrained_passed", False):
+                raise RewardCheckError(
+                    f"the learned {role} reward passed its re-optimization check only under "
+                    f"its expert's cost limit ({check['ppo_cost_limit']:g}), and this method "
+                    "optimizes it without one; use budget-airl or conditioned-airl, which add "
+                    "the cost constraint"
+                )
         return meta
 
-    def reward(self, role: str, checked: bool = True) -> LearnedReward:
+    def reward(self, role: str, checked: bool = True, unconstrained: bool = False) -> LearnedReward:
         """One role's learned AIRL reward, standardized (callable as a ``reward_fn``).
 
         Raises ArtifactError naming ``safeknob learn-rewards`` when missing or corrupt, and
         :class:`RewardCheckError` when it failed its re-optimization check (unless ``checked``
-        is False: the check itself uses the reward before it has a verdict)."""
+        is False: the check itself uses the reward before it has a verdict; ``unconstrained``:
+        see :meth:`require_usable`)."""
         folder = self.paths.rewards(role)
-        meta = self.require_usable(role) if checked else self.reward_meta(role)
+        meta = self.require_usable(role, unconstrained) if checked else self.reward_meta(role)
         env_cfg = self.rc.experiment.env
         env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
         net = make_reward_net(env.observation_space, env.action_space, self.rc.experiment.ppo.gamma)

@@ -8,6 +8,7 @@ import json
 import shutil
 import types
 
+import numpy as np
 import pytest
 import torch as th
 from conftest import tiny_config
@@ -219,27 +220,36 @@ def test_restart_rounds_are_evenly_spaced_inside_training():
     assert airl.restart_rounds(2, 5) == [0]
 
 
-def test_reinit_policy_draws_fresh_weights_from_its_seed(pipeline_root):
+def test_reinit_policy_draws_fresh_weights_from_its_seed():
     from safeknob.envs.vec import vec_env
     from safeknob.rl.training import build_ppo
 
     exp = tiny_config()
     models = [build_ppo(vec_env(airl.absorbing_factory(exp.env), 2), exp.ppo, 0) for _ in "ab"]
+    old_ids = {id(p) for p in models[0].policy.parameters()}
     before = [p.detach().clone() for p in models[0].policy.parameters()]
     for m in models:
         airl.reinit_policy(m, 7)
     after = [[p.detach() for p in m.policy.parameters()] for m in models]
     assert any(not th.equal(b, a) for b, a in zip(before, after[0], strict=True))
     assert all(th.equal(a, b) for a, b in zip(after[0], after[1], strict=True))
-    assert models[0].policy.optimizer is not None
+    # The optimizer steps the new parameters, not the discarded ones.
+    opt_ids = {id(p) for g in models[0].policy.optimizer.param_groups for p in g["params"]}
+    assert opt_ids == {id(p) for p in models[0].policy.parameters()}
+    assert not opt_ids & old_ids
+
+
+def test_replay_capacity():
+    assert airl.replay_capacity(1, 1024, 300_000) == 1024  # imitation's default
+    assert airl.replay_capacity(0, 1024, 300_000) == 300_000  # every round
+    assert airl.replay_capacity(10**6, 1024, 300_000) == 300_000  # never more than the run
+    assert airl.replay_capacity(0, 1024, 10) == 1024
 
 
 def test_generator_restarts_and_warm_check_run_and_stay_deterministic(trained_root, tmp_path):
     """AIRL with a generator restarted from scratch (a replay of every round) and the gate's
     PPO started from BC: twice from the same seed, the same nets; the meta records both."""
-    exp = tiny_config(
-        rewards={"generator_restarts": 2, "replay_rounds": 100, "check_warmstart": True}
-    )
+    exp = tiny_config(rewards={"generator_restarts": 2, "replay_rounds": 0})
     nets = []
     for k in range(2):
         root = tmp_path / f"r{k}"
@@ -252,7 +262,10 @@ def test_generator_restarts_and_warm_check_run_and_stay_deterministic(trained_ro
         folder = rc.paths.rewards("reckless")
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["check"]["ppo_warmstart"] is True
+        assert meta["check"]["ppo_cost_limit"] is None  # reckless: unconstrained
         assert meta["config"]["rewards"]["generator_restarts"] == 2
+        assert len(meta["generator_restart_rounds"]) == 2  # the restarts happened
+        assert meta["replay_capacity"] == 2048  # every round of the run
         nets.append(th.load(folder / "reward_net.pt", map_location="cpu", weights_only=True))
     for key in nets[0]:
         assert th.equal(nets[0][key], nets[1][key]), key
@@ -275,4 +288,56 @@ def test_budget_airl_scales_its_multiplier_from_the_data(pipeline_root):
     out = blend.run(blend.BlendRunConfig(rc, "budget", (0.5,), "airl"))
     meta = json.loads((out / "alpha-0.50" / "meta.json").read_text())
     scale = meta["learned_scale"]
-    assert scale["ratio"] > 0 and scale["exchange_rate_env"] > 0
+    # By hand from the demonstrations: the experts' return and cost gaps.
+    store = ExperimentStore(rc)
+    demos = {r: store.demos(r)[0] for r in ("reckless", "safe")}
+    ret = {r: np.mean([np.sum(t.rews) for t in demos[r]]) for r in demos}
+    cost = {r: np.mean([sum(i["cost"] for i in t.infos) for t in demos[r]]) for r in demos}
+    dc = abs(cost["reckless"] - cost["safe"])
+    assert scale["exchange_rate_env"] == pytest.approx(abs(ret["reckless"] - ret["safe"]) / dc)
+    assert scale["exchange_rate_learned"] == pytest.approx(abs(scale["learned_gap"]) / dc)
+    assert scale["ratio"] == pytest.approx(
+        scale["exchange_rate_learned"] / scale["exchange_rate_env"]
+    )
+
+
+def test_exchange_ratio_refuses_experts_that_do_not_differ(trained_root):
+    rc = RunConfig(experiment=tiny_config(), data_dir=trained_root, quiet=True)
+    store = ExperimentStore(rc)
+    demos = {r: store.demos(r)[0] for r in ("reckless", "safe")}
+    same = {"reckless": demos["safe"], "safe": demos["safe"]}
+
+    def fn(obs, acts, nxt, dones):
+        return np.ones(len(acts))
+
+    with pytest.raises(UserError, match="same mean return"):
+        airl.exchange_ratio(fn, same, rc.experiment.env)
+
+
+def test_the_safe_reward_is_checked_under_its_cost_limit(pipeline_root):
+    """The safe role's gate PPO runs under experts.cost_limit (reckless: none); with a
+    tabular model the exact optimum is the constrained LP's, and reward-mix (no constraint)
+    refuses a safe reward that passed only under the limit."""
+    rc = RunConfig(experiment=tiny_config(), data_dir=pipeline_root, quiet=True, tensorboard=False)
+    learn_rewards.run(rc, ("reckless", "safe"), steps=1024, check_steps=256, workers=1)
+    metas = {r: ExperimentStore(rc).reward_meta(r) for r in ("reckless", "safe")}
+    assert metas["safe"]["check"]["ppo_cost_limit"] == rc.experiment.experts.cost_limit
+    assert metas["reckless"]["check"]["ppo_cost_limit"] is None
+    assert metas["safe"]["check"]["exchange_ratio"]["ratio"] > 0
+    assert "exact_unconstrained_return" in metas["safe"]["check"]
+    # A safe reward that passed only under its limit: budget may use it, reward-mix not.
+    path = rc.paths.rewards("safe") / "meta.json"
+    meta = metas["safe"]
+    meta["check"].update(passed=True, unconstrained_passed=False)
+    path.write_text(json.dumps(meta))
+    ExperimentStore(rc).reward("safe")
+    with pytest.raises(RewardCheckError, match="only under its expert's cost limit"):
+        ExperimentStore(rc).reward("safe", unconstrained=True)
+
+
+def test_a_cost_limit_no_policy_meets_is_one_line(pipeline_root):
+    exp = tiny_config(experts={"cost_limit": 0.0}, rewards={"check_steps": 256})
+    rc = RunConfig(experiment=exp, data_dir=pipeline_root, quiet=True, tensorboard=False)
+    # The tiny grid's slip makes some cost unavoidable: the exact check cannot meet 0.
+    with pytest.raises(UserError, match="raise experts.cost_limit"):
+        learn_rewards.run(rc, ("safe",), steps=1024, check_steps=256, workers=1)

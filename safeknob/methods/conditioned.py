@@ -29,7 +29,7 @@ from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig, tb_dir
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent
 from safeknob.methods.base import BlendContext, Method
-from safeknob.methods.learned import learned_lagrange, learned_task_reward
+from safeknob.methods.learned import learned_lagrange, learned_scale, learned_task_reward
 from safeknob.methods.registry import register
 from safeknob.rl.airl import absorbing_factory
 from safeknob.rl.lagrangian import CostPenaltyVecEnv, PIDLagrangian
@@ -189,13 +189,16 @@ class ConditionedMethod(Method):
         return ctx.run.paths.blends / self.name / (SHARED + sfx)
 
     def _shared_config(self, ctx: BlendContext) -> dict[str, Any]:
-        return {
+        out = {
             **stage_config(ctx.run.experiment, "env", "ppo", "lagrange", "blend"),
             "c_safe": ctx.c_safe,
             "c_reck": ctx.c_reck,
             "train_seed": ctx.seed,
             "reward": self.reward,
         }
+        if self.learned_rewards:  # same [rewards] settings, same (deterministic) rewards
+            out.update(stage_config(ctx.run.experiment, "rewards", "demos"))
+        return out
 
     def ensure_trained(self, ctx: BlendContext) -> tuple[Path, float]:
         """Train the shared conditioned policy unless an up-to-date one exists; returns its
@@ -250,6 +253,7 @@ class ConditionedMethod(Method):
                     grid=grid.tolist(),
                     budgets=budgets.tolist(),
                     final_lambdas=venv.lam.tolist(),
+                    learned_scale=learned_scale(ctx) if self.reward == "airl" else None,
                     snapshots=n,
                 ),
             )

@@ -21,8 +21,8 @@ def learned_task_reward(ctx: BlendContext):
 def learned_scale(ctx: BlendContext) -> dict[str, float]:
     """How much larger the multiplier must be on the learned task reward than on the env's
     reward (:func:`safeknob.rl.airl.exchange_ratio` on both experts' demonstrations; cached
-    per context). Replaces per-env constants (session 5 had gains x10 and a cap x30, tuned on
-    one grid)."""
+    per context). Replaces per-env constants (formerly gains x10 and a cap x30, tuned on one
+    grid)."""
     if "learned_scale" not in ctx.cache:
         demos = {r: ctx.store.demos(r)[0] for r in ("reckless", "safe")}
         ctx.cache["learned_scale"] = exchange_ratio(

@@ -40,8 +40,10 @@ class RewardMixMethod(Method):
 
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         exp = ctx.run.experiment
-        r_reck = ctx.store.reward("reckless")
-        r_safe = ctx.store.reward("safe")
+        # Optimized without a cost constraint: a reward that passed its gate only under its
+        # expert's cost limit is refused (store.require_usable).
+        r_reck = ctx.store.reward("reckless", unconstrained=True)
+        r_safe = ctx.store.reward("safe", unconstrained=True)
 
         def mixed(obs, acts, next_obs, dones) -> np.ndarray:
             return alpha * r_reck(obs, acts, next_obs, dones) + (1 - alpha) * r_safe(

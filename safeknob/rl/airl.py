@@ -42,7 +42,7 @@ from safeknob.artifacts import write_json
 from safeknob.config import EnvConfig, RunConfig, tb_dir
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.vec import AbsorbingCore, make_core, vec_env
-from safeknob.errors import ArtifactError
+from safeknob.errors import ArtifactError, UserError
 from safeknob.rl.training import build_ppo
 from safeknob.rl.warmstart import bc_warmstart
 
@@ -332,7 +332,13 @@ def train_airl(
         quiet_tqdm = functools.partial(tqdm.tqdm, disable=True)
         with mock.patch("imitation.algorithms.adversarial.common.tqdm.tqdm", quiet_tqdm):
             trainer.train(steps, callback=cb)
-    return net, {"horizon": horizon, "generator_term": term, "demos": len(trajs)}
+    return net, {
+        "horizon": horizon,
+        "generator_term": term,
+        "demos": len(trajs),
+        "generator_restart_rounds": restarts,
+        "replay_capacity": trainer._gen_replay_buffer.capacity,
+    }
 
 
 def replay_capacity(replay_rounds: int, per_round: int, steps: int) -> int:
@@ -345,6 +351,7 @@ def replay_capacity(replay_rounds: int, per_round: int, steps: int) -> int:
 def restart_rounds(n_rounds: int, restarts: int) -> list[int]:
     """The rounds after which the generator is re-initialized: ``restarts`` evenly spaced
     rounds strictly inside ``range(n_rounds)`` (the last round is never one)."""
+    restarts = min(restarts, max(n_rounds - 1, 0))  # at most one per round but the last
     return sorted({n_rounds * (k + 1) // (restarts + 1) - 1 for k in range(restarts)} - {-1})
 
 
@@ -353,7 +360,11 @@ def reinit_policy(model: Any, seed: int) -> None:
     one drawn from ``seed``, as ``_setup_model`` builds it."""
     th.manual_seed(seed)
     model.policy = model.policy_class(
-        model.observation_space, model.action_space, model.lr_schedule, **model.policy_kwargs
+        model.observation_space,
+        model.action_space,
+        model.lr_schedule,
+        use_sde=model.use_sde,
+        **model.policy_kwargs,
     ).to(model.device)
 
 
@@ -480,8 +491,23 @@ def exchange_ratio(
                 ]
             )
         )
+    for name, obj in (("env's reward", true), ("learned reward", learned)):
+        scale = max(abs(obj["reckless"]), abs(obj["safe"]), 1e-12)
+        if abs(obj["reckless"] - obj["safe"]) <= 1e-6 * scale:
+            raise UserError(
+                f"the experts' demonstrations have the same mean return under the {name} "
+                f"({obj['reckless']:.6g} vs {obj['safe']:.6g}), so the Lagrange multiplier's "
+                "scale on a learned reward is undefined; train the experts longer "
+                "(`safeknob train-experts --force`) or use --reward env"
+            )
+    if abs(costs["reckless"] - costs["safe"]) <= 1e-9:
+        raise UserError(
+            "the experts' demonstrations have the same mean cost, so there is nothing to "
+            "blend; re-record them (`safeknob collect-demos --force`)"
+        )
     rate_learned, rate_env = exchange_rate(learned, costs), exchange_rate(true, costs)
     return {
+        "learned_gap": learned["reckless"] - learned["safe"],
         "exchange_rate_learned": rate_learned,
         "exchange_rate_env": rate_env,
         "ratio": rate_learned / max(rate_env, 1e-9),

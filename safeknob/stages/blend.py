@@ -87,6 +87,8 @@ def run(bc: BlendRunConfig) -> Path:
         "method": method.name,
         "train_seed": ctx.seed,
     }
+    if method.learned_rewards:  # same [rewards] settings, same (deterministic) rewards
+        config.update(stage_config(rc.experiment, "rewards"))
     cal = store.calibration_map(method.name) if bc.calibrated else None
     out_name = f"{method.name}+cal" if cal is not None else method.name
     sfx = store.seed_suffix(ctx.seed)

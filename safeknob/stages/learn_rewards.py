@@ -1,5 +1,6 @@
 """Stage ``learn-rewards``: an AIRL reward per expert (:mod:`safeknob.rl.airl`), standardized
-on the union of both demonstration sets, then checked by re-optimizing it with a fresh PPO;
+on the union of both demonstration sets, then checked by re-optimizing it with PPO (from BC of
+its expert; the safe reward under its expert's cost limit) and, with a tabular model, exactly;
 the check is a gate: a reward that fails it fails the stage, and no method trains on it."""
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from safeknob.artifacts import atomic_dir, make_meta, stage_config, up_to_date, 
 from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import InfeasibleBudgetError, solve
-from safeknob.envs.model import TabularModel, evaluate_policy
+from safeknob.envs.model import evaluate_policy
 from safeknob.envs.vec import vec_env
+from safeknob.errors import UserError
 from safeknob.evaluation.metrics import bootstrap_ci
 from safeknob.evaluation.rollout import PolicyAgent, rollout
 from safeknob.rl.airl import (
@@ -48,7 +50,7 @@ def run(
     workers: int = 2,
 ) -> Path:
     """Learn AIRL rewards for ``roles``, standardize them on the union of demonstrations and
-    check them by re-optimizing with a fresh PPO; returns ``rewards/``.
+    check them by re-optimizing them with PPO (:func:`reoptimize`); returns ``rewards/``.
 
     With ``workers >= 2`` and two or more roles to do, each role is learned in its own process
     (one torch thread each). Every role seeds all it draws from itself, so its reward is the
@@ -58,7 +60,12 @@ def run(
     check_steps = check_steps if check_steps is not None else exp.rewards.check_steps
     store = ExperimentStore(rc)
     demos = {r: store.demos(r)[0] for r in ("safe", "reckless")}
-    config = {**stage_config(exp, "env", "ppo", "demos", "rewards"), "steps": steps}
+    # The check's verdict also depends on the safe expert's cost limit and the multiplier.
+    config = {
+        **stage_config(exp, "env", "ppo", "demos", "rewards", "lagrange"),
+        "cost_limit": exp.experts.cost_limit,
+        "steps": steps,
+    }
     todo = [
         r
         for r in roles
@@ -83,7 +90,7 @@ def run(
             for r in failed
         )
         raise RewardCheckError(
-            f"learned reward failed its re-optimization check (a fresh PPO on it does not "
+            f"learned reward failed its re-optimization check (optimizing it does not "
             f"reproduce its expert) - {why}; no method will train on it: re-learn it with "
             f"more rewards.airl_steps or demos.episodes (`{FIX} --force`)"
         )
@@ -136,8 +143,9 @@ def learn_role(
         check = reoptimize(rc, role, check_steps, progress, evals[role], demos[role], demos)
         failures = gate(check, exp.rewards, evals, role)
         check["passed"] = not failures
+        check["unconstrained_passed"] = unconstrained_verdict(check, failures)
         if failures:
-            check["failure"] = "PPO " + ", ".join(failures)
+            check["failure"] = ", ".join(failures)
     else:
         check = {"skipped": True}
     meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
@@ -160,7 +168,7 @@ def gate(
 ) -> list[str]:
     """The re-optimization gate: what is wrong with ``check`` (empty list: it passed).
 
-    ``check`` holds the fresh PPO's results and its expert's (``expert_return``,
+    ``check`` holds the PPO's results and its expert's (``expert_return``,
     ``expert_cost``, ``expert_terminal_rate``); ``expert_evals`` both experts' mean return
     and cost (their demonstrations). Scales come from the data, not from the env: the cost
     tolerance is ``cfg.cost_tolerance * |C_reck - C_safe|``, the return tolerance
@@ -177,11 +185,13 @@ def gate(
     out = []
     if abs(cost - check["expert_cost"]) > c_tol:
         out.append(
-            f"cost {cost:.3g} vs the expert's {check['expert_cost']:.3g} (tolerance {c_tol:.3g})"
+            f"PPO cost {cost:.3g} vs the expert's {check['expert_cost']:.3g} "
+            f"(tolerance {c_tol:.3g})"
         )
     if abs(ret - check["expert_return"]) > r_tol:
         out.append(
-            f"return {ret:.3g} vs the expert's {check['expert_return']:.3g} (tolerance {r_tol:.3g})"
+            f"PPO return {ret:.3g} vs the expert's {check['expert_return']:.3g} "
+            f"(tolerance {r_tol:.3g})"
         )
     if "exact_return" in check:  # a tabular model: the learned reward's exact optimum too
         e_cost, e_ret = check["exact_cost"], check["exact_return"]
@@ -196,7 +206,7 @@ def gate(
     need = check["expert_terminal_rate"] - cfg.terminal_tolerance
     if check["ppo_terminal_rate"] < need:
         out.append(
-            f"{check['ppo_terminal_rate']:.0%} of episodes reach a terminal state vs "
+            f"{check['ppo_terminal_rate']:.0%} of PPO's episodes reach a terminal state vs "
             f"{check['expert_terminal_rate']:.0%} in the demonstrations"
         )
     check.update(cost_tolerance=c_tol, return_tolerance=r_tol)
@@ -238,8 +248,8 @@ def reoptimize(
     steps: int,
     progress,
     expert: dict[str, float],
-    trajs: list[TrajectoryWithRew] | None = None,
-    both_demos: dict[str, list[TrajectoryWithRew]] | None = None,
+    trajs: list[TrajectoryWithRew],
+    both_demos: dict[str, list[TrajectoryWithRew]],
 ) -> dict[str, Any]:
     """Train a PPO on the learned reward (absorbing env) and measure it under the true
     reward and cost, next to ``expert`` (:func:`demo_stats` of its demonstrations); with a
@@ -255,11 +265,12 @@ def reoptimize(
     fn = ExperimentStore(rc).reward(role, checked=False)
     seed = seeding.derive(exp.seed, "rewards", f"check-{role}")
     budget = constraint(exp, role)
+    exact = exact_optima(rc, fn, budget)  # first: a cost limit no policy meets stops here
     lagrange, scale = exp.lagrange, None
-    if budget is not None and both_demos is not None:
+    if budget is not None:
         scale = exchange_ratio(fn, both_demos, exp.env)
         lagrange = scale_gains(lagrange, scale["ratio"])
-    warm = exp.rewards.check_warmstart and bool(trajs)
+    warm = exp.rewards.check_warmstart
 
     def warmstart(model: Any) -> None:
         env = model.get_env()
@@ -298,27 +309,59 @@ def reoptimize(
         "expert_cost": expert["cost_mean"],
         "expert_terminal_rate": expert["terminal_rate"],
     }
+    out.update(exact)
+    return out
+
+
+def exact_optima(rc: RunConfig, fn: Any, budget: float | None) -> dict[str, float]:
+    """With a tabular model: true return and cost of the learned reward's exact optimum (LP
+    over occupancy measures, :func:`safeknob.envs.frontier.solve`), under ``budget`` when
+    given (``exact_return``/``exact_cost``) and without it (``exact_unconstrained_*``); empty
+    without a model. The goal's learned reward is collected on every absorbing step until the
+    horizon, as in the env PPO trains in (the model's goal is a self-loop).
+
+    Raises UserError when ``budget`` is below the least cost any policy achieves."""
+    exp = rc.experiment
     env = make_env(exp.env.id, dict(exp.env.kwargs), exp.env.cost_fn)
     model_t = tabular_model(env)
-    if model_t is not None:
-        g = fn.unshaped(np.arange(model_t.n_states))
-        # As in the absorbing env PPO trains in: the goal's reward is collected on every
-        # absorbing step until the horizon (no state is terminal for the learned reward).
-        learned = TabularModel(
-            P=model_t.P,
-            R=model_t.P @ g,
-            C=model_t.C,
-            mu=model_t.mu,
-            horizon=model_t.horizon,
-            terminal=np.zeros_like(model_t.terminal),
-        )
+    env.close()
+    if model_t is None:
+        return {}
+    g = fn.unshaped(np.arange(model_t.n_states))
+    learned = dataclasses.replace(model_t, R=model_t.P @ g)
+    out: dict[str, float] = {}
+    for key, b in (("exact", budget), ("exact_unconstrained", None)):
+        if key == "exact_unconstrained" and budget is None:
+            out["exact_unconstrained_return"] = out["exact_return"]
+            out["exact_unconstrained_cost"] = out["exact_cost"]
+            continue
         try:
-            pi = solve(learned, budget).policy
+            pi = solve(learned, b).policy
         except InfeasibleBudgetError:
-            pi = solve(learned, None).policy
-        ret, cost = evaluate_policy(model_t, pi)
-        out["exact_return"], out["exact_cost"] = ret, cost
+            raise UserError(
+                f"experts.cost_limit = {budget:g} is below the least expected cost any policy "
+                "achieves in this env, so the safe reward cannot be re-optimized under it; "
+                "raise experts.cost_limit in the experiment"
+            ) from None
+        out[f"{key}_return"], out[f"{key}_cost"] = evaluate_policy(model_t, pi)
     return out
+
+
+def unconstrained_verdict(check: dict[str, Any], failures: list[str]) -> bool:
+    """Whether the reward also passes without its expert's cost limit: the verdict itself
+    when the check was unconstrained; under a limit, only a tabular model's unconstrained
+    exact optimum can show it (held to the gate's tolerances)."""
+    if failures:
+        return False
+    if check.get("ppo_cost_limit") is None:
+        return True
+    if "exact_unconstrained_return" not in check:
+        return False
+    return (
+        abs(check["exact_unconstrained_cost"] - check["expert_cost"]) <= check["cost_tolerance"]
+        and abs(check["exact_unconstrained_return"] - check["expert_return"])
+        <= check["return_tolerance"]
+    )
 
 
 def constraint(exp: Any, role: str) -> float | None:
@@ -336,6 +379,7 @@ def print_checks(rc: RunConfig, roles: Sequence[str]) -> None:
     )
     for c in (
         "reward",
+        "cost limit",
         "expert return",
         "expert cost",
         "PPO return",
@@ -354,7 +398,8 @@ def print_checks(rc: RunConfig, roles: Sequence[str]) -> None:
         if not chk or chk.get("skipped"):
             continue
         t.add_row(
-            role, f"{chk['expert_return']:.3f}", f"{chk['expert_cost']:.2f}",
+            role, "-" if chk.get("ppo_cost_limit") is None else f"{chk['ppo_cost_limit']:g}",
+            f"{chk['expert_return']:.3f}", f"{chk['expert_cost']:.2f}",
             f"{chk['ppo_return'][0]:.3f}", f"{chk['ppo_cost'][0]:.2f}",
             f"{chk.get('ppo_terminal_rate', float('nan')):.0%}",
             f"{chk.get('exact_return', float('nan')):.3f}", f"{chk.get('exact_cost', float('nan')):.2f}",
