@@ -245,7 +245,10 @@ def rollout_speed(data: Path, episodes: int = 500) -> None:
     """``evaluate``'s rollout of each expert: single envs (8 at a time, the old path) vs the
     batched env (64 at a time); same agent, same episode seeds, the numbers compared."""
     t = Table(title=f"evaluate rollouts ({episodes} episodes per expert)")
-    for c in ("experts of", "role", "single eps/s", "batched eps/s", "speed-up", "same numbers"):
+    for c in (
+        "experts of", "role", "single eps/s", "batched eps/s", "speed-up",
+        "same numbers (max |d return|)",
+    ):  # fmt: skip
         t.add_column(c, justify="right")
     for name in ("hazard-grid", "hazard-nav"):
         rc = RunConfig(load_experiment(name), data)
@@ -265,10 +268,14 @@ def rollout_speed(data: Path, episodes: int = 500) -> None:
             t1 = time.perf_counter()
             new = rollout(agent, env_factory(exp.env), episodes, exp.eval.seed)
             t2 = time.perf_counter()
-            same = np.array_equal(old.returns, new.returns) and np.array_equal(old.costs, new.costs)
+            # Costs are counts and must agree exactly; returns are float sums whose last bits
+            # may differ when the policy is queried for 64 observations at once instead of 8
+            # (batched matmul order), so they must agree to 1e-9 and the largest gap is shown.
+            gap = float(np.max(np.abs(old.returns - new.returns), initial=0.0))
+            same = gap <= 1e-9 and np.array_equal(old.costs, new.costs)
             t.add_row(
                 name, role, f"{episodes / (t1 - t0):,.0f}", f"{episodes / (t2 - t1):,.0f}",
-                f"{(t1 - t0) / (t2 - t1):.1f}x", "yes" if same else "NO",
+                f"{(t1 - t0) / (t2 - t1):.1f}x", f"{'yes' if same else 'NO'} ({gap:.0e})",
             )  # fmt: skip
     console.print(t)
 
