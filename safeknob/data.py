@@ -117,6 +117,16 @@ def costs(traj: TrajectoryWithRew) -> np.ndarray:
     return np.array([float(info["cost"]) for info in traj.infos])
 
 
+def demo_stats(trajs: Sequence[TrajectoryWithRew]) -> dict[str, float]:
+    """Mean episode return and cost, and the fraction of episodes ending in a terminal state,
+    of one expert's demonstrations (``return_mean``, ``cost_mean``, ``terminal_rate``)."""
+    return {
+        "return_mean": float(np.mean([np.sum(t.rews) for t in trajs])),
+        "cost_mean": float(np.mean([np.sum(costs(t)) for t in trajs])),
+        "terminal_rate": float(np.mean([bool(t.terminal) for t in trajs])),
+    }
+
+
 def has_costs(trajs: Sequence[TrajectoryWithRew]) -> bool:
     return all(
         t.infos is not None

@@ -21,6 +21,15 @@ TINY_LAYOUT = [
 ]
 
 
+UNMEETABLE_GATE = {
+    "airl_steps": 1024,
+    "check_steps": 512,
+    "cost_tolerance": 1e-9,
+    "return_tolerance": 1e-9,
+}
+"""``[rewards]`` of the tiny experiment with gate tolerances no learned reward meets."""
+
+
 def tiny_config(name: str = "tiny-grid", **overrides) -> ExperimentConfig:
     """A 3x5 grid with tiny budgets: the whole pipeline runs in seconds."""
     data = {

@@ -11,9 +11,10 @@ import types
 import numpy as np
 import pytest
 import torch as th
-from conftest import tiny_config
+from conftest import UNMEETABLE_GATE, tiny_config
 from test_cli import EXP, assert_user_error, invoke, write_experiment
 
+from safeknob import data
 from safeknob.config import RunConfig
 from safeknob.errors import UserError
 from safeknob.methods import get_method
@@ -65,15 +66,7 @@ def test_status_of_a_reward():
 
 def test_a_failed_check_fails_the_stage_and_every_method_refuses(trained_root, tmp_path):
     # Tolerances no reward can meet: the gate must stop it.
-    exp = write_experiment(
-        tmp_path,
-        rewards={
-            "airl_steps": 1024,
-            "check_steps": 512,
-            "cost_tolerance": 1e-9,
-            "return_tolerance": 1e-9,
-        },
-    )
+    exp = write_experiment(tmp_path, rewards=UNMEETABLE_GATE)
     root = tmp_path / "data"
     shutil.copytree(trained_root, root)
     res = invoke(
@@ -311,7 +304,8 @@ def test_exchange_ratio_refuses_experts_that_do_not_differ(trained_root):
         return np.ones(len(acts))
 
     with pytest.raises(UserError, match="same mean return"):
-        airl.exchange_ratio(fn, same, rc.experiment.env)
+        stats = {r: data.demo_stats(t) for r, t in same.items()}
+        airl.exchange_ratio(fn, same, stats, rc.experiment.env)
 
 
 def test_the_safe_reward_is_checked_under_its_cost_limit(pipeline_root):

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import torch as th
-from conftest import tiny_config
+from conftest import UNMEETABLE_GATE, tiny_config
 from test_cli import EXP, assert_user_error, invoke, write_experiment
 
 from safeknob.config import RunConfig
@@ -64,15 +64,7 @@ def test_a_failing_role_fails_as_it_does_serially(trained_root, tmp_path):
     """Both roles fail the re-optimization gate (tolerances nothing meets), in their workers.
     The CLI prints the serial run's one line; both rewards' files are complete with a failed
     verdict, nothing temporary is left."""
-    exp = write_experiment(
-        tmp_path,
-        rewards={
-            "airl_steps": 1024,
-            "check_steps": 512,
-            "cost_tolerance": 1e-9,
-            "return_tolerance": 1e-9,
-        },
-    )
+    exp = write_experiment(tmp_path, rewards=UNMEETABLE_GATE)
     lines, states = [], []
     for workers in (1, 2):
         root = tmp_path / f"w{workers}"

@@ -92,6 +92,14 @@ def _as_1d(x: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
+def _pair(x: ArrayLike, y: ArrayLike, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two one-dimensional float arrays of the same shape (ValueError otherwise)."""
+    a, b = _as_1d(x, x_name), _as_1d(y, y_name)
+    if a.shape != b.shape:
+        raise ValueError(f"{x_name} and {y_name} differ in shape: {a.shape} vs {b.shape}")
+    return a, b
+
+
 def _nanmean(x: np.ndarray) -> float:
     """Mean ignoring nan; nan (and no warning) when nothing is left."""
     x = x[~np.isnan(x)]
@@ -329,10 +337,7 @@ def spearman(alphas: ArrayLike, costs: ArrayLike) -> float:
     Raises:
         ValueError: if the shapes differ.
     """
-    a = _as_1d(alphas, "alphas")
-    c = _as_1d(costs, "costs")
-    if a.shape != c.shape:
-        raise ValueError(f"alphas and costs differ in shape: {a.shape} vs {c.shape}")
+    a, c = _pair(alphas, costs, "alphas", "costs")
     keep = ~(np.isnan(a) | np.isnan(c))
     a, c = a[keep], c[keep]
     if np.unique(a).size < 2 or np.unique(c).size < 2:
@@ -393,10 +398,7 @@ def calibration(alphas: ArrayLike, positions: ArrayLike) -> tuple[float, float]:
     Raises:
         ValueError: if the shapes differ.
     """
-    a = _as_1d(alphas, "alphas")
-    p = _as_1d(positions, "positions")
-    if a.shape != p.shape:
-        raise ValueError(f"alphas and positions differ in shape: {a.shape} vs {p.shape}")
+    a, p = _pair(alphas, positions, "alphas", "positions")
     err = np.abs(p - a)
     return _nanmean(err), _nanmax(err)
 

@@ -4,6 +4,7 @@ from the demonstrations instead of per-env constants (issue 13)."""
 
 from __future__ import annotations
 
+from safeknob import data
 from safeknob.config import LagrangeConfig
 from safeknob.methods.base import BlendContext
 from safeknob.rl.airl import exchange_ratio, task_reward
@@ -25,8 +26,9 @@ def learned_scale(ctx: BlendContext) -> dict[str, float]:
     grid)."""
     if "learned_scale" not in ctx.cache:
         demos = {r: ctx.store.demos(r)[0] for r in ("reckless", "safe")}
+        stats = {r: data.demo_stats(t) for r, t in demos.items()}
         ctx.cache["learned_scale"] = exchange_ratio(
-            learned_task_reward(ctx), demos, ctx.run.experiment.env
+            learned_task_reward(ctx), demos, stats, ctx.run.experiment.env
         )
     return ctx.cache["learned_scale"]
 

@@ -261,11 +261,7 @@ def train_airl(
     probe = make()
     horizon = env_horizon(probe)
     model = tabular_model(probe)
-    noop = (
-        0
-        if isinstance(probe.action_space, gym.spaces.Discrete)
-        else np.zeros(probe.action_space.shape or ())
-    )
+    noop = noop_action(probe.action_space)
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
     demos = [pad(t, horizon, noop) for t in trajs]
@@ -319,10 +315,11 @@ def train_airl(
         done = [0]
         n_rounds = steps // trainer.gen_train_timesteps
         restarts = restart_rounds(n_rounds, exp.rewards.generator_restarts)
+        restart_seed = {r: seed + 1 + k for k, r in enumerate(restarts)}
 
         def cb(round_: int) -> None:
-            if round_ in restarts:
-                reinit_policy(gen, seed + 1 + restarts.index(round_))
+            if round_ in restart_seed:
+                reinit_policy(gen, restart_seed[round_])
             if progress is not None and task is not None:
                 n = gen.num_timesteps
                 progress.update(task, advance=n - done[0])
@@ -446,6 +443,20 @@ def task_reward(reckless: LearnedReward, safe: LearnedReward | None) -> Callable
     return fn
 
 
+def noop_action(space: gym.Space) -> Any:
+    """The action padded absorbing steps carry: 0 (discrete) or a zero vector (Box)."""
+    return 0 if isinstance(space, gym.spaces.Discrete) else np.zeros(space.shape or ())
+
+
+def _padded_sum(reward_fn: Callable[..., np.ndarray], traj: TrajectoryWithRew, horizon: int,
+                noop: Any) -> float:  # fmt: skip
+    """``reward_fn`` summed over ``traj`` padded to ``horizon`` absorbing steps."""
+    pt = pad(traj, horizon, noop)
+    obs = np.asarray(pt.obs)
+    done = np.zeros(len(pt.acts), dtype=bool)
+    return float(np.sum(reward_fn(obs[:-1], np.asarray(pt.acts), obs[1:], done)))
+
+
 def exchange_rate(objectives: dict[str, float], costs: dict[str, float]) -> float:
     """``|G_reck - G_safe| / |C_reck - C_safe|``: the Lagrange multiplier at which the two
     experts' Lagrangians ``G - lambda C`` tie, in objective units per unit of episode cost:
@@ -459,6 +470,7 @@ def exchange_rate(objectives: dict[str, float], costs: dict[str, float]) -> floa
 def exchange_ratio(
     reward_fn: Callable[..., np.ndarray],
     demos: dict[str, list[TrajectoryWithRew]],
+    stats: dict[str, dict[str, float]],
     env_cfg: EnvConfig,
 ) -> dict[str, float]:
     """The experts' exchange rate (:func:`exchange_rate`) under ``reward_fn`` summed over
@@ -466,31 +478,18 @@ def exchange_ratio(
     learned reward is optimized in), under the env's reward, and their ``ratio``
     (dimensionless): how much larger a Lagrange multiplier must be on ``reward_fn``.
 
-    ``demos`` maps ``"reckless"`` and ``"safe"`` to their trajectories."""
+    ``demos`` maps ``"reckless"`` and ``"safe"`` to their trajectories, ``stats`` to their
+    mean env return and cost (``return_mean``, ``cost_mean``:
+    :func:`safeknob.data.demo_stats`). Raises UserError when the experts' returns (under
+    either reward) or costs do not differ."""
     env = make_env(env_cfg.id, dict(env_cfg.kwargs), env_cfg.cost_fn)
-    horizon = env_horizon(env)
-    space = env.action_space
-    noop = 0 if isinstance(space, gym.spaces.Discrete) else np.zeros(space.shape or ())
+    horizon, noop = env_horizon(env), noop_action(env.action_space)
     env.close()
-    learned, true, costs = {}, {}, {}
-    for role in ("reckless", "safe"):
-        sums = []
-        for t in demos[role]:
-            pt = pad(t, horizon, noop)
-            obs = np.asarray(pt.obs)
-            done = np.zeros(len(pt.acts), dtype=bool)
-            sums.append(float(np.sum(reward_fn(obs[:-1], np.asarray(pt.acts), obs[1:], done))))
-        learned[role] = float(np.mean(sums))
-        true[role] = float(np.mean([np.sum(t.rews) for t in demos[role]]))
-        # per-step costs in infos (checked when the demonstrations were loaded)
-        costs[role] = float(
-            np.mean(
-                [
-                    sum(float(i["cost"]) for i in (t.infos if t.infos is not None else ()))
-                    for t in demos[role]
-                ]
-            )
-        )
+    roles = ("reckless", "safe")
+    learned = {r: float(np.mean([_padded_sum(reward_fn, t, horizon, noop) for t in demos[r]]))
+               for r in roles}  # fmt: skip
+    true = {r: stats[r]["return_mean"] for r in roles}
+    costs = {r: stats[r]["cost_mean"] for r in roles}
     for name, obj in (("env's reward", true), ("learned reward", learned)):
         scale = max(abs(obj["reckless"]), abs(obj["safe"]), 1e-12)
         if abs(obj["reckless"] - obj["safe"]) <= 1e-6 * scale:

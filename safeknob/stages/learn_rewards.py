@@ -139,8 +139,8 @@ def learn_role(
     # counts as failed (an interrupted check is redone, and no method uses the reward).
     if check_steps:
         # The expert's behaviour is its demonstrations (all a user with recordings has).
-        evals = {r: demo_stats(demos[r]) for r in ("reckless", "safe")}
-        check = reoptimize(rc, role, check_steps, progress, evals[role], demos[role], demos)
+        evals = {r: data.demo_stats(demos[r]) for r in ("reckless", "safe")}
+        check = reoptimize(rc, role, check_steps, progress, demos, evals)
         failures = gate(check, exp.rewards, evals, role)
         check["passed"] = not failures
         check["unconstrained_passed"] = unconstrained_verdict(check, failures)
@@ -151,16 +151,6 @@ def learn_role(
     meta = json.loads((rc.paths.rewards(role) / "meta.json").read_text())
     meta["check"] = check
     write_json(rc.paths.rewards(role) / "meta.json", meta)
-
-
-def demo_stats(trajs: list[TrajectoryWithRew]) -> dict[str, float]:
-    """Mean episode return and cost, and the fraction of episodes ending in a terminal state,
-    of one expert's demonstrations."""
-    return {
-        "return_mean": float(np.mean([np.sum(t.rews) for t in trajs])),
-        "cost_mean": float(np.mean([np.sum(data.costs(t)) for t in trajs])),
-        "terminal_rate": float(np.mean([bool(t.terminal) for t in trajs])),
-    }
 
 
 def gate(
@@ -181,6 +171,7 @@ def gate(
     r_scale = max(abs(ev["reckless"]["return_mean"]), abs(ev["safe"]["return_mean"]))
     c_tol = cfg.cost_tolerance * max(c_gap, 1e-9)
     r_tol = cfg.return_tolerance * max(r_scale, 1e-9)
+    check.update(cost_tolerance=c_tol, return_tolerance=r_tol)
     cost, ret = check["ppo_cost"][0], check["ppo_return"][0]
     out = []
     if abs(cost - check["expert_cost"]) > c_tol:
@@ -195,10 +186,7 @@ def gate(
         )
     if "exact_return" in check:  # a tabular model: the learned reward's exact optimum too
         e_cost, e_ret = check["exact_cost"], check["exact_return"]
-        if (
-            abs(e_cost - check["expert_cost"]) > c_tol
-            or abs(e_ret - check["expert_return"]) > r_tol
-        ):
+        if not _matches(check, e_ret, e_cost):
             out.append(
                 f"exact optimum of the learned reward {e_ret:.3g} / cost {e_cost:.3g} vs the "
                 f"expert's {check['expert_return']:.3g} / {check['expert_cost']:.3g}"
@@ -209,7 +197,6 @@ def gate(
             f"{check['ppo_terminal_rate']:.0%} of PPO's episodes reach a terminal state vs "
             f"{check['expert_terminal_rate']:.0%} in the demonstrations"
         )
-    check.update(cost_tolerance=c_tol, return_tolerance=r_tol)
     return out
 
 
@@ -247,15 +234,15 @@ def reoptimize(
     role: str,
     steps: int,
     progress,
-    expert: dict[str, float],
-    trajs: list[TrajectoryWithRew],
-    both_demos: dict[str, list[TrajectoryWithRew]],
+    demos: dict[str, list[TrajectoryWithRew]],
+    evals: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
     """Train a PPO on the learned reward (absorbing env) and measure it under the true
-    reward and cost, next to ``expert`` (:func:`demo_stats` of its demonstrations); with a
-    tabular model also the exact optimum of the learned reward (LP over occupancy measures).
+    reward and cost, next to its expert's demonstrations (``demos[role]``, summarized in
+    ``evals[role]`` by :func:`safeknob.data.demo_stats`); with a tabular model also the exact
+    optimum of the learned reward (LP over occupancy measures).
 
-    The PPO starts from BC of ``trajs`` with ``rewards.check_warmstart``. The safe expert
+    The PPO starts from BC of ``demos[role]`` with ``rewards.check_warmstart``. The safe expert
     maximized its reward under a cost limit, so with ``rewards.check_constrained`` its reward
     is re-optimized under the same limit (``experts.cost_limit``, PPO-Lagrangian with the
     multiplier scaled to the learned reward by the experts' exchange-rate ratio,
@@ -268,13 +255,13 @@ def reoptimize(
     exact = exact_optima(rc, fn, budget)  # first: a cost limit no policy meets stops here
     lagrange, scale = exp.lagrange, None
     if budget is not None:
-        scale = exchange_ratio(fn, both_demos, exp.env)
+        scale = exchange_ratio(fn, demos, evals, exp.env)
         lagrange = scale_gains(lagrange, scale["ratio"])
     warm = exp.rewards.check_warmstart
 
     def warmstart(model: Any) -> None:
         env = model.get_env()
-        bc_warmstart(model, trajs, env.observation_space, env.action_space, seed)
+        bc_warmstart(model, demos[role], env.observation_space, env.action_space, seed)
 
     task = progress.add_task(f"PPO on learned {role} reward", total=steps) if progress else None
     model = train_ppo(
@@ -305,9 +292,9 @@ def reoptimize(
         "ppo_cost": bootstrap_ci(res.costs, seed=0),
         "ppo_terminal_rate": float(np.mean([e.terminal for e in res.episodes])),
         "episodes": int(len(res.returns)),
-        "expert_return": expert["return_mean"],
-        "expert_cost": expert["cost_mean"],
-        "expert_terminal_rate": expert["terminal_rate"],
+        "expert_return": evals[role]["return_mean"],
+        "expert_cost": evals[role]["cost_mean"],
+        "expert_terminal_rate": evals[role]["terminal_rate"],
     }
     out.update(exact)
     return out
@@ -329,22 +316,25 @@ def exact_optima(rc: RunConfig, fn: Any, budget: float | None) -> dict[str, floa
         return {}
     g = fn.unshaped(np.arange(model_t.n_states))
     learned = dataclasses.replace(model_t, R=model_t.P @ g)
-    out: dict[str, float] = {}
-    for key, b in (("exact", budget), ("exact_unconstrained", None)):
-        if key == "exact_unconstrained" and budget is None:
-            out["exact_unconstrained_return"] = out["exact_return"]
-            out["exact_unconstrained_cost"] = out["exact_cost"]
-            continue
+
+    def optimum(b: float | None) -> tuple[float, float]:
         try:
-            pi = solve(learned, b).policy
+            return evaluate_policy(model_t, solve(learned, b).policy)
         except InfeasibleBudgetError:
             raise UserError(
-                f"experts.cost_limit = {budget:g} is below the least expected cost any policy "
+                f"experts.cost_limit = {b:g} is below the least expected cost any policy "
                 "achieves in this env, so the safe reward cannot be re-optimized under it; "
                 "raise experts.cost_limit in the experiment"
             ) from None
-        out[f"{key}_return"], out[f"{key}_cost"] = evaluate_policy(model_t, pi)
-    return out
+
+    free = optimum(None)
+    ret, cost = free if budget is None else optimum(budget)
+    return {
+        "exact_return": ret,
+        "exact_cost": cost,
+        "exact_unconstrained_return": free[0],
+        "exact_unconstrained_cost": free[1],
+    }
 
 
 def unconstrained_verdict(check: dict[str, Any], failures: list[str]) -> bool:
@@ -357,10 +347,15 @@ def unconstrained_verdict(check: dict[str, Any], failures: list[str]) -> bool:
         return True
     if "exact_unconstrained_return" not in check:
         return False
+    return _matches(check, check["exact_unconstrained_return"], check["exact_unconstrained_cost"])
+
+
+def _matches(check: dict[str, Any], ret: float, cost: float) -> bool:
+    """Whether a return and cost lie within the gate's tolerances (``check``'s
+    ``return_tolerance``/``cost_tolerance``) of the expert's."""
     return (
-        abs(check["exact_unconstrained_cost"] - check["expert_cost"]) <= check["cost_tolerance"]
-        and abs(check["exact_unconstrained_return"] - check["expert_return"])
-        <= check["return_tolerance"]
+        abs(cost - check["expert_cost"]) <= check["cost_tolerance"]
+        and abs(ret - check["expert_return"]) <= check["return_tolerance"]
     )
 
 
