@@ -115,6 +115,15 @@ class BlendConfig:
     )
     """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
     --reward env``; ``bc-mix+cal`` = train bc-mix, calibrate it, train again through the map)."""
+    n_envs: int = 0
+    """Parallel envs of every blended PPO agent (``budget``, ``reward-mix``, ``conditioned``;
+    0: ``ppo.n_envs``, the experts' width). ``n_steps`` shrinks to keep the rollout size
+    ``ppo.n_envs * ppo.n_steps``: wider, shorter rollouts make fewer policy calls per sample
+    (and the conditioned policy sees more alpha bins per update)."""
+    batch_size: int = 0
+    """Minibatch size of every blended PPO agent (0: ``ppo.batch_size``)."""
+    n_epochs: int = 0
+    """Optimization epochs per rollout of every blended PPO agent (0: ``ppo.n_epochs``)."""
     seeds: tuple[int, ...] = (0,)
     """Training seeds of the blended agents: ``run``, ``reproduce``, ``train-blend`` and
     ``sweep`` train every (method, alpha, seed), one ``results.csv`` row each, and
@@ -135,12 +144,6 @@ class BlendConfig:
     """Env steps of the one alpha-conditioned policy (``conditioned``)."""
     conditioned_bins: int = 11
     """Alpha grid the conditioned policy trains on (one multiplier per value)."""
-    conditioned_n_envs: int = 0
-    """Parallel envs of the conditioned policy (0: ``ppo.n_envs``). ``n_steps`` shrinks to keep
-    the rollout size ``ppo.n_envs * ppo.n_steps``: wider, shorter rollouts cost less Python
-    per sample and see more alpha bins per update."""
-    conditioned_batch_size: int = 0
-    """Minibatch size of the conditioned policy (0: ``ppo.batch_size``)."""
     warmstart: bool = False
     """Start ``budget --reward env`` and ``conditioned --reward env`` from behavioural cloning
     of the demonstrations instead of a random policy (on learned rewards, ``--reward airl``,
@@ -232,6 +235,19 @@ class ExperimentConfig:
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def blend_ppo(self) -> PPOConfig:
+        """The PPO settings of the blended agents: ``ppo`` with ``blend``'s width, minibatch
+        and epochs where set. The rollout keeps ``ppo.n_envs * ppo.n_steps`` samples (rounded
+        down to a multiple of the width), and the minibatch is at most one rollout."""
+        b, ppo = self.blend, self.ppo
+        n_envs = b.n_envs or ppo.n_envs
+        n_steps = max(1, (ppo.n_envs * ppo.n_steps) // n_envs)
+        batch = min(b.batch_size or ppo.batch_size, n_envs * n_steps)
+        return dataclasses.replace(
+            ppo, n_envs=n_envs, n_steps=n_steps, batch_size=batch, n_epochs=b.n_epochs or ppo.n_epochs
+        )
 
 
 @dataclass(frozen=True)
@@ -402,8 +418,9 @@ RANGES: dict[str, Range] = {
     "blend.candidate_episodes": AT_LEAST_1,
     "blend.conditioned_steps": AT_LEAST_1,
     "blend.conditioned_bins": Range(2),  # the grid includes alpha = 0 and alpha = 1
-    "blend.conditioned_n_envs": Range(1, zero_ok=True),
-    "blend.conditioned_batch_size": Range(2, zero_ok=True),
+    "blend.n_envs": Range(1, zero_ok=True),
+    "blend.batch_size": Range(2, zero_ok=True),
+    "blend.n_epochs": Range(1, zero_ok=True),
     "rewards.airl_steps": AT_LEAST_1,
     "rewards.check_steps": NON_NEGATIVE,
     "rewards.replay_rounds": NON_NEGATIVE,

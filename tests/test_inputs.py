@@ -129,7 +129,7 @@ SETTINGS = cases(
         ("experts.cost_limit", math.inf, "experts.cost_limit must be >= 0"),
         ("blend.gain_scale", math.nan, "blend.gain_scale must be > 0"),
         ("blend.conditioned_bins", 1, "blend.conditioned_bins must be >= 2"),
-        ("blend.conditioned_batch_size", 1, "blend.conditioned_batch_size must be 0 or >= 2"),
+        ("blend.batch_size", 1, "blend.batch_size must be 0 or >= 2"),
         ("blend.candidate_episodes", 0, "blend.candidate_episodes must be >= 1"),
         ("blend.alphas", [0.0, -0.5], "blend.alphas must be in [0, 1]"),
         ("rewards.check_steps", -1, "rewards.check_steps must be >= 0"),

@@ -140,20 +140,42 @@ def test_mix_transitions_are_nested_across_alphas():
     assert sets[0.2][1] > sets[0.5][1] > sets[0.8][1]
 
 
-def test_conditioned_ppo_is_wider_with_the_same_rollout_size():
+def test_blend_ppo_is_wider_with_the_same_rollout_size():
     import dataclasses
 
     from safeknob.config import ExperimentConfig
-    from safeknob.methods.conditioned import conditioned_ppo
 
     exp = ExperimentConfig()
-    assert conditioned_ppo(exp) == exp.ppo  # 0 = the experiment's PPO settings
+    assert exp.blend_ppo == exp.ppo  # 0 = the experiment's PPO settings
     wide = dataclasses.replace(
-        exp, blend=dataclasses.replace(exp.blend, conditioned_n_envs=32, conditioned_batch_size=512)
+        exp, blend=dataclasses.replace(exp.blend, n_envs=32, batch_size=512, n_epochs=4)
     )
-    ppo = conditioned_ppo(wide)
-    assert (ppo.n_envs, ppo.batch_size) == (32, 512)
+    ppo = wide.blend_ppo
+    assert (ppo.n_envs, ppo.batch_size, ppo.n_epochs) == (32, 512, 4)
     assert ppo.n_envs * ppo.n_steps == exp.ppo.n_envs * exp.ppo.n_steps
+    assert wide.ppo == exp.ppo  # the experts keep theirs
+    huge = dataclasses.replace(exp, blend=dataclasses.replace(exp.blend, batch_size=10**6))
+    assert huge.blend_ppo.batch_size == exp.ppo.n_envs * exp.ppo.n_steps  # one rollout
+
+
+def test_budget_agents_train_with_the_blend_ppo_settings(run_config):
+    """``blend.n_envs`` / ``batch_size`` / ``n_epochs`` reach the PPO of a budget agent."""
+    import dataclasses
+
+    from safeknob.methods.base import BlendContext
+    from safeknob.methods.registry import get_method
+    from safeknob.rl.training import load_ppo
+
+    exp = run_config.experiment
+    b = dataclasses.replace(exp.blend, n_envs=4, batch_size=64, n_epochs=2, steps=512)
+    rc = run_config.replace(experiment=exp.replace(blend=b))
+    method = get_method("budget", reward="env")
+    folder = rc.paths.blends / "probe"
+    folder.mkdir(parents=True)
+    method.train(BlendContext.create(rc, 0), 0.5, folder)
+    model = load_ppo(folder / "model.zip")
+    assert (model.n_envs, model.batch_size, model.n_epochs) == (4, 64, 2)
+    assert model.n_steps == exp.ppo.n_envs * exp.ppo.n_steps // 4
 
 
 def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run_config):
@@ -163,14 +185,13 @@ def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run
     from safeknob.methods.conditioned import (
         ConditionedVecEnv,
         augmenter,
-        conditioned_ppo,
         conditioned_warmstart,
     )
     from safeknob.rl.training import build_ppo, make_vec_env
     from safeknob.store import ExperimentStore
 
     exp = run_config.experiment
-    ppo = conditioned_ppo(exp)
+    ppo = exp.blend_ppo
     venv = ConditionedVecEnv(make_vec_env(exp.env, ppo.n_envs), np.array([0.0, 1.0]), 0)
     model = build_ppo(venv, ppo, 0)
     conditioned_warmstart(BlendContext(run_config, 0, 0.0, 1.0), model, epochs=100)

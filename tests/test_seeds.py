@@ -15,9 +15,9 @@ from safeknob.stages.common import RunConfig
 WALL_CLOCK = ["train_seconds"]
 
 
-def _run(root, exp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _run(root, exp, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     rc = RunConfig(experiment=exp, data_dir=root, quiet=True, tensorboard=False)
-    pipeline.run(pipeline.PipelineConfig(rc, workers=1))
+    pipeline.run(pipeline.PipelineConfig(rc, workers=workers))
     ev = root / exp.name / "eval"
     return pd.read_csv(ev / "results.csv"), pd.read_csv(ev / "summary.csv")
 
@@ -34,7 +34,8 @@ def test_seeds_train_every_agent_and_rerun_gives_identical_numbers(trained_root,
     roots = [tmp_path / "a", tmp_path / "b"]
     for r in roots:
         shutil.copytree(trained_root, r)
-    (res_a, sum_a), (res_b, sum_b) = (_run(r, exp) for r in roots)
+    # b trains every method's (alpha, seed) jobs on one 2-process pool (blend.run_all)
+    (res_a, sum_a), (res_b, sum_b) = (_run(r, exp, w) for r, w in zip(roots, (1, 2)))
 
     blends = res_a[~res_a.method.str.startswith("expert-")]
     for method in ("mixture", "budget-env", "conditioned"):
@@ -56,7 +57,7 @@ def test_seeds_train_every_agent_and_rerun_gives_identical_numbers(trained_root,
     assert metas[0]["seed"] == 0 and metas[1]["seed"] == 1
     assert metas[0]["candidates"] != metas[1]["candidates"]
 
-    # Same seed list, same numbers (apart from wall-clock columns).
+    # Same seed list, same numbers (apart from wall-clock columns), serial or on the pool.
     pd.testing.assert_frame_equal(res_a.drop(columns=WALL_CLOCK), res_b.drop(columns=WALL_CLOCK))
     pd.testing.assert_frame_equal(sum_a.drop(columns=WALL_CLOCK), sum_b.drop(columns=WALL_CLOCK))
 
@@ -79,3 +80,45 @@ def test_adding_a_seed_keeps_the_trained_agents(pipeline_root):
     assert (folder / "meta.json").read_text() == before
     assert sorted(res[res.method == "budget-env"].seed) == [0, 2]
     assert int(summary.loc[summary.method == "budget-env", "n_seeds"].iloc[0]) == 2
+
+
+def test_one_pool_for_every_method_longest_jobs_first(run_config, monkeypatch):
+    """``blend.run_all`` sends every method's (alpha, seed) jobs to one pool, the conditioned
+    policy's seeds (one long job each) first, and leaves out agents already trained."""
+    import dataclasses
+
+    from safeknob.stages import blend
+
+    exp = run_config.experiment
+    rc = run_config.replace(
+        experiment=exp.replace(blend=dataclasses.replace(exp.blend, seeds=(0, 1)))
+    )
+    sent: list[list[tuple[str, tuple[float, ...], int]]] = []
+
+    def fake_parallel(jobs, workers, quiet):
+        sent.append([(j.method, j.alphas, j.seed) for j in jobs])
+        for j in jobs:
+            blend._train_seed(j)
+
+    monkeypatch.setattr(blend, "_run_parallel", fake_parallel)
+    bcs = [
+        blend.BlendRunConfig(rc, "bc-mix", (0.0, 1.0)),
+        blend.BlendRunConfig(rc, "mixture", (0.0, 1.0)),
+        blend.BlendRunConfig(rc, "conditioned", (0.0, 1.0), "env"),
+    ]
+    (blend_root,) = {p.parent for p in blend.run_all(bcs, workers=2)}
+    assert sent == [
+        [
+            ("conditioned", (0.0, 1.0), 0),
+            ("conditioned", (0.0, 1.0), 1),
+            ("bc-mix", (0.0,), 0),
+            ("bc-mix", (1.0,), 0),
+            ("bc-mix", (0.0,), 1),
+            ("bc-mix", (1.0,), 1),
+        ]
+    ]  # mixture trains nothing: its folders are written in this process
+    assert (blend_root / "mixture" / "alpha-1.00_seed-1" / "meta.json").is_file()
+    (blend_root / "bc-mix" / "alpha-1.00_seed-1" / "meta.json").unlink()
+    blend.run_all(bcs, workers=2)  # one missing agent: trained here, no pool
+    assert len(sent) == 1
+    assert (blend_root / "bc-mix" / "alpha-1.00_seed-1" / "meta.json").is_file()

@@ -86,16 +86,6 @@ def conditioned_warmstart(ctx: BlendContext, model: Any, epochs: int = 5) -> Non
     bc_warmstart(model, trajs, space, model.action_space, seed, epochs)
 
 
-def conditioned_ppo(exp: ExperimentConfig) -> PPOConfig:
-    """The experiment's PPO settings with the conditioned policy's own width and minibatch
-    (``blend.conditioned_n_envs`` / ``conditioned_batch_size``); same rollout size."""
-    b, ppo = exp.blend, exp.ppo
-    n_envs = b.conditioned_n_envs or ppo.n_envs
-    n_steps = max(1, (ppo.n_envs * ppo.n_steps) // n_envs)
-    batch = min(b.conditioned_batch_size or ppo.batch_size, n_envs * n_steps)
-    return dataclasses.replace(ppo, n_envs=n_envs, n_steps=n_steps, batch_size=batch)
-
-
 class ConditionedVecEnv(VecEnvWrapper):
     """Appends each episode's alpha to the observation and penalizes the reward with that
     alpha's multiplier: ``(r - lam[a] c) / (1 + |lam[a]|)``."""
@@ -218,7 +208,7 @@ class ConditionedMethod(Method):
         t0 = time.perf_counter()
         grid = self.grid(ctx)
         budgets = np.array([ctx.budget(a) for a in grid])
-        ppo = conditioned_ppo(exp)
+        ppo = exp.blend_ppo
         seed = ctx.stream("agent", self.name)
         lagrange = exp.lagrange
         if self.reward == "airl":

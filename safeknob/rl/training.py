@@ -164,12 +164,18 @@ def train_ppo(
     extra_callbacks: list[BaseCallback] | None = None,
     tb_dir: Path | None = None,
     warmstart: Callable[[PPO], None] | None = None,
+    ppo: PPOConfig | None = None,
 ) -> TrainResult:
     """Train PPO on the env reward (``budget=None``) or PPO-Lagrangian under an episode-cost
-    ``budget``; ``reward_fn`` replaces the env reward (a learned reward)."""
-    base = venv if venv is not None else make_vec_env(cfg.env, cfg.ppo.n_envs)
+    ``budget``; ``reward_fn`` replaces the env reward (a learned reward). ``ppo`` replaces
+    the experiment's PPO settings (the blended agents': ``cfg.blend_ppo``); a given ``venv``
+    must have its ``n_envs``."""
+    ppo = ppo or cfg.ppo
+    base = venv if venv is not None else make_vec_env(cfg.env, ppo.n_envs)
+    if base.num_envs != ppo.n_envs:
+        raise ValueError(f"the VecEnv has {base.num_envs} envs, the PPO settings {ppo.n_envs}")
     wrapper = CostPenaltyVecEnv(base, reward_fn=reward_fn)
-    model = build_ppo(wrapper, cfg.ppo, seed, tb_dir)
+    model = build_ppo(wrapper, ppo, seed, tb_dir)
     if warmstart is not None:
         warmstart(model)
     callbacks: list[BaseCallback] = [ProgressCallback(progress, task)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -73,13 +75,91 @@ def check_alpha(alpha: float) -> None:
 
 def run(bc: BlendRunConfig) -> Path:
     """Produce one agent per (alpha, seed) under ``blends/<method>/alpha-A[_seed-S]/`` (every
-    seed of ``[blend] seeds`` unless ``bc.seed`` names one); returns the method folder."""
-    for a in bc.alphas:
-        check_alpha(a)
+    seed of ``[blend] seeds`` unless ``bc.seed`` names one) on ``bc.workers`` processes;
+    returns the method folder."""
+    return run_all([bc], bc.workers)[0]
+
+
+def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
+    """Train several methods' agents, every (method, alpha, seed), on one process pool of
+    ``workers`` processes (``workers=1``: one after another, in order); returns each method's
+    folder.
+
+    One pool for all methods, so no worker idles while another finishes the last job of a
+    method. A job is one (alpha, seed), or one seed of a method whose one policy serves every
+    alpha (``conditioned``). Jobs start longest first (longest-processing-time scheduling,
+    Graham 1969), estimated from the method's registered ``cost`` (x the alphas its one
+    policy serves), so the pool does not end on one long job with the other workers idle.
+    Learned rewards the methods need are made once, before the fan-out.
+
+    Raises UserError for an alpha outside [0, 1] or an unknown method."""
+    methods = []
+    for bc in bcs:
+        for a in bc.alphas:
+            check_alpha(a)
+        methods.append(get_method(bc.method, bc.reward))
+    per_seed = [[dataclasses.replace(bc, seed=s) for s in _seeds(bc)] for bc in bcs]
+    if workers <= 1:
+        for jobs in per_seed:
+            for j in jobs:
+                _train_seed(j)
+        return [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
+    pool_jobs: list[tuple[float, BlendRunConfig]] = []
+    for jobs, method in zip(per_seed, methods, strict=True):
+        if not method.trains:  # nothing to train (mixture): write its folders here
+            for j in jobs:
+                _train_seed(j)
+            continue
+        rc = jobs[0].run
+        store = ExperimentStore(rc)
+        if any(not store.has_reward(r) for r in method.learned_rewards):
+            learn_rewards.run(rc, method.learned_rewards, workers=workers)  # once, shared
+        for j in jobs:
+            todo = _plan(j).todo  # up-to-date agents are not sent to the pool
+            if todo and method.shared_policy:
+                pool_jobs.append((method.cost * len(j.alphas), j))
+            elif todo:
+                pool_jobs.extend((method.cost, dataclasses.replace(j, alphas=(a,))) for a in todo)
+    pool_jobs.sort(key=lambda wj: -wj[0])  # stable: ties keep the methods' order
+    if len(pool_jobs) == 1:  # not worth a process
+        _train_seed(pool_jobs[0][1])
+    elif pool_jobs:
+        _run_parallel([j for _, j in pool_jobs], workers, bcs[0].run.quiet)
+    return [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
+
+
+def _seeds(bc: BlendRunConfig) -> tuple[int, ...]:
+    return (bc.seed,) if bc.seed is not None else bc.run.experiment.blend.seeds
+
+
+def _folder(bc: BlendRunConfig, method: Method) -> Path:
+    """``blends/<method>/``, or ``blends/<method>+cal/`` for calibrated agents."""
+    rc = bc.run
+    name = method.name
+    if bc.calibrated and ExperimentStore(rc).calibration_map(method.name) is not None:
+        name += "+cal"
+    return rc.paths.blends / name
+
+
+@dataclass
+class _Plan:
+    """What :func:`_train_seed` will do for one training seed: the alphas not up to date."""
+
+    method: Method
+    ctx: BlendContext
+    config: dict
+    cal: Any
+    out_name: str
+    sfx: str
+    internal: dict[float, float]
+    todo: list[float]
+
+
+def _plan(bc: BlendRunConfig) -> _Plan:
+    """The agents of ``bc`` (one training seed) still to train; raises ArtifactError for an
+    agent made with a different config (without ``--force``)."""
     method = get_method(bc.method, bc.reward)
     rc = bc.run
-    if bc.seed is None:
-        return _run_seeds(bc, method)
     store = ExperimentStore(rc)
     ctx = BlendContext.create(rc, bc.seed)
     config = {
@@ -93,12 +173,6 @@ def run(bc: BlendRunConfig) -> Path:
     out_name = f"{method.name}+cal" if cal is not None else method.name
     sfx = store.seed_suffix(ctx.seed)
     internal = {a: (cal.internal(a) if cal is not None else a) for a in bc.alphas}
-    if cal is not None and not rc.quiet:
-        for a in bc.alphas:
-            console.print(
-                f"using the calibration map of {method.name}: alpha {a:g} -> internal setting "
-                f"{internal[a]:.3f}"
-            )
     todo = [
         a
         for a in bc.alphas
@@ -109,6 +183,22 @@ def run(bc: BlendRunConfig) -> Path:
             f"safeknob blend --method {bc.method} --alpha {a:g}",
         )
     ]
+    return _Plan(method, ctx, config, cal, out_name, sfx, internal, todo)
+
+
+def _train_seed(bc: BlendRunConfig) -> Path:
+    """Every alpha of ``bc`` for its one training seed ``bc.seed``, in this process."""
+    rc = bc.run
+    store = ExperimentStore(rc)
+    plan = _plan(bc)
+    method, ctx, config, cal = plan.method, plan.ctx, plan.config, plan.cal
+    out_name, sfx, internal, todo = plan.out_name, plan.sfx, plan.internal, plan.todo
+    if cal is not None and not rc.quiet:
+        for a in bc.alphas:
+            console.print(
+                f"using the calibration map of {method.name}: alpha {a:g} -> internal setting "
+                f"{internal[a]:.3f}"
+            )
     needs = method.learned_rewards
     # Missing rewards are learned here, once, before any fan-out; a reward that failed its
     # re-optimization check stops the stage (the same seed would fail the same way again).
@@ -125,9 +215,6 @@ def run(bc: BlendRunConfig) -> Path:
             )
         learn_rewards.run(rc, needs, workers=bc.workers)
     steps = method.steps(ctx)
-    if bc.workers > 1 and method.trains and not method.shared_policy and len(todo) > 1:
-        _run_parallel(bc, [dataclasses.replace(bc, alphas=(a,)) for a in todo])
-        return rc.paths.blends / out_name
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
         for a in todo:
@@ -160,46 +247,29 @@ def run(bc: BlendRunConfig) -> Path:
     return rc.paths.blends / out_name
 
 
-def _run_seeds(bc: BlendRunConfig, method: Method) -> Path:
-    """Every training seed of the experiment: one pool job per (alpha, seed) (per seed for a
-    method whose one policy serves every alpha) with ``workers > 1``, else one after another."""
-    rc = bc.run
-    jobs = [dataclasses.replace(bc, seed=s) for s in rc.experiment.blend.seeds]
-    if len(jobs) > 1 and bc.workers > 1 and method.trains:
-        missing = [r for r in method.learned_rewards if not ExperimentStore(rc).has_reward(r)]
-        if missing:  # shared inputs, made once before the fan-out
-            learn_rewards.run(rc, method.learned_rewards, workers=bc.workers)
-        if not method.shared_policy:
-            jobs = [dataclasses.replace(j, alphas=(a,)) for j in jobs for a in j.alphas]
-        _run_parallel(bc, jobs)
-    else:
-        for j in jobs:
-            run(j)
-    name = method.name
-    if bc.calibrated and ExperimentStore(rc).calibration_map(method.name) is not None:
-        name += "+cal"
-    return rc.paths.blends / name
-
-
 def _one_job(bc: BlendRunConfig) -> float:
     """A pool job: one (alpha, seed), or one seed's grid, in a worker process."""
-    run(bc)
+    _train_seed(bc)
     return bc.alphas[0]
 
 
-def _run_parallel(bc: BlendRunConfig, todo: list[BlendRunConfig]) -> None:
+def _run_parallel(jobs: list[BlendRunConfig], workers: int, quiet: bool) -> None:
     """Train the jobs on the process pool; each job writes only its own folders."""
-    quiet_rc = dataclasses.replace(bc.run, quiet=True)
-    jobs = [dataclasses.replace(j, run=quiet_rc, workers=1) for j in todo]
-    with progress_bar(bc.run.quiet) as progress:
-        task = progress.add_task(f"{bc.method} blends ({bc.workers} workers)", total=len(jobs))
+    quiet_jobs = [dataclasses.replace(j, run=j.run.replace(quiet=True), workers=1) for j in jobs]
+    names = list(
+        dict.fromkeys(j.method if j.reward is None else f"{j.method}-{j.reward}" for j in jobs)
+    )
+    with progress_bar(quiet) as progress:
+        task = progress.add_task(
+            f"{', '.join(names)}: {len(jobs)} jobs ({workers} workers)", total=len(jobs)
+        )
         parallel.Pool(
             _one_job,
-            bc.workers,
+            workers,
             on_result=lambda _job, _alpha: progress.update(task, advance=1),
             what="a train-blend worker",
-            fix=f"safeknob train-blend --method {bc.method}",
-        ).run(jobs)
+            fix=f"safeknob train-blend --method {jobs[0].method}",
+        ).run(quiet_jobs)
 
 
 def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:

@@ -61,22 +61,28 @@ def run(pc: PipelineConfig) -> Path:
     # the agents asked through the map (blends/<method>+cal/).
     calibrated = [m.removesuffix(CAL) for m in methods if m.endswith(CAL)]
     raw = list(dict.fromkeys([m for m in methods if not m.endswith(CAL)] + calibrated))
-    for spec in raw:
-        name, reward = parse_spec(spec)
-        console.rule(f"[bold]{exp.name}: {spec}")
-        blend.run(blend.BlendRunConfig(rc, name, exp.blend.alphas, reward, workers=pc.workers))
+    # Every method's (alpha, seed) jobs on one process pool (blend.run_all).
+    console.rule(f"[bold]{exp.name}: {', '.join(raw)} (seeds {list(exp.blend.seeds)})")
+    blend.run_all(
+        [blend.BlendRunConfig(rc, **_method_reward(spec), alphas=exp.blend.alphas) for spec in raw],
+        pc.workers,
+    )
     console.rule(f"[bold]{exp.name}: evaluate")
     evaluate.run(rc)
     if calibrated:
         for spec in calibrated:
-            name, reward = parse_spec(spec)
-            console.rule(f"[bold]{exp.name}: {spec}{CAL}")
+            console.rule(f"[bold]{exp.name}: calibrate {spec}")
             calibrate.run(calibrate.CalibrateConfig(rc, spec))
-            blend.run(
+        console.rule(f"[bold]{exp.name}: {', '.join(s + CAL for s in calibrated)}")
+        blend.run_all(
+            [
                 blend.BlendRunConfig(
-                    rc, name, exp.blend.alphas, reward, workers=pc.workers, calibrated=True
+                    rc, **_method_reward(s), alphas=exp.blend.alphas, calibrated=True
                 )
-            )
+                for s in calibrated
+            ],
+            pc.workers,
+        )
         console.rule(f"[bold]{exp.name}: evaluate (calibrated agents)")
         evaluate.run(rc)  # agents measured above come from cache/eval/
     console.rule(f"[bold]{exp.name}: report")
@@ -85,6 +91,11 @@ def run(pc: PipelineConfig) -> Path:
     if gate_error is not None:
         raise gate_error
     return out
+
+
+def _method_reward(spec: str) -> dict[str, str | None]:
+    name, reward = parse_spec(spec)
+    return {"method": name, "reward": reward}
 
 
 def experiments_to_reproduce() -> list[ExperimentConfig]:
