@@ -44,7 +44,10 @@ def main() -> None:
         print(f"{lam:8.3f} {r:8.4f} {c:7.3f} {(r - chord) / (r_reck - r_safe):+11.3f}")
     alphas = [float(a) for a in args.alphas.split(",")]
     gains = best_chord_gains(nav, alphas)
-    print("best chord gain per alpha: " + ", ".join(f"{a:g}: {g:+.3f}" for a, g in zip(alphas, gains, strict=True)))
+    print(
+        "best chord gain per alpha: "
+        + ", ".join(f"{a:g}: {g:+.3f}" for a, g in zip(alphas, gains, strict=True))
+    )
     print(f"best mean chord gain over {len(alphas)} alphas: {np.mean(gains):+.3f}")
 
 

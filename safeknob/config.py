@@ -246,7 +246,11 @@ class ExperimentConfig:
         n_steps = max(1, (ppo.n_envs * ppo.n_steps) // n_envs)
         batch = min(b.batch_size or ppo.batch_size, n_envs * n_steps)
         return dataclasses.replace(
-            ppo, n_envs=n_envs, n_steps=n_steps, batch_size=batch, n_epochs=b.n_epochs or ppo.n_epochs
+            ppo,
+            n_envs=n_envs,
+            n_steps=n_steps,
+            batch_size=batch,
+            n_epochs=b.n_epochs or ppo.n_epochs,
         )
 
 

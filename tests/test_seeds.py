@@ -35,7 +35,7 @@ def test_seeds_train_every_agent_and_rerun_gives_identical_numbers(trained_root,
     for r in roots:
         shutil.copytree(trained_root, r)
     # b trains every method's (alpha, seed) jobs on one 2-process pool (blend.run_all)
-    (res_a, sum_a), (res_b, sum_b) = (_run(r, exp, w) for r, w in zip(roots, (1, 2)))
+    (res_a, sum_a), (res_b, sum_b) = (_run(r, exp, w) for r, w in zip(roots, (1, 2), strict=True))
 
     blends = res_a[~res_a.method.str.startswith("expert-")]
     for method in ("mixture", "budget-env", "conditioned"):

@@ -25,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from safeknob.artifacts import atomic_dir, make_meta, stage_config, write_json
-from safeknob.config import ExperimentConfig, LagrangeConfig, PPOConfig, tb_dir
+from safeknob.config import LagrangeConfig, tb_dir
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent
 from safeknob.methods.base import BlendContext, Method
