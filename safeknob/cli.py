@@ -239,10 +239,15 @@ def train_experts(
     quiet: QuietOpt = False,
     seed: SeedOpt = None,
     overrides: SetOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes training the two experts.")
+    ] = DEFAULT_WORKERS,
 ) -> None:
     """Train the reckless expert (PPO) and the safe expert (PPO-Lagrangian)."""
     _guard(
-        lambda: experts_stage.run(_run_config(ctx, experiment, data, force, quiet, seed, overrides))
+        lambda: experts_stage.run(
+            _run_config(ctx, experiment, data, force, quiet, seed, overrides), workers
+        )
     )
 
 
@@ -420,6 +425,10 @@ def evaluate(
         int | None, typer.Option(help="Episodes per agent (default: the experiment's).")
     ] = None,
     overrides: SetOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Processes rolling out agents in parallel."),
+    ] = DEFAULT_WORKERS,
 ) -> None:
     """Roll out every expert and blend; write eval/results.csv and eval/summary.csv."""
 
@@ -432,7 +441,7 @@ def evaluate(
                 episodes=episodes, seed=rc.experiment.eval.seed, n_boot=rc.experiment.eval.n_boot
             )
             rc = rc.replace(experiment=rc.experiment.replace(eval=ev))
-        return evaluate_stage.run(rc)
+        return evaluate_stage.run(rc, workers)
 
     _guard(go)
 

@@ -122,3 +122,25 @@ def test_one_pool_for_every_method_longest_jobs_first(run_config, monkeypatch):
     blend.run_all(bcs, workers=2)  # one missing agent: trained here, no pool
     assert len(sent) == 1
     assert (blend_root / "bc-mix" / "alpha-1.00_seed-1" / "meta.json").is_file()
+
+
+def test_experts_on_two_processes_are_the_serial_experts(tmp_path):
+    """``train-experts --workers 2`` trains the two roles at once, with the same numbers."""
+    import torch
+
+    from safeknob.stages import train_experts
+    from safeknob.store import ExperimentStore
+
+    metas = []
+    for workers in (1, 2):
+        rc = RunConfig(experiment=tiny_config(), data_dir=tmp_path / str(workers), quiet=True)
+        train_experts.run(rc, workers)
+        store = ExperimentStore(rc)
+        metas.append({role: store.expert(role) for role in ("reckless", "safe")})
+    for role in ("reckless", "safe"):
+        (m1, meta1), (m2, meta2) = metas[0][role], metas[1][role]
+        assert meta1["evaluation"] == meta2["evaluation"]
+        for (k, v1), v2 in zip(
+            m1.policy.state_dict().items(), m2.policy.state_dict().values(), strict=True
+        ):
+            assert torch.equal(v1, v2), k

@@ -30,7 +30,7 @@ from safeknob.methods.registry import register
 from safeknob.rl.training import make_vec_env
 
 N_EPOCHS = 30
-BATCH = 64
+BATCH = 256
 
 
 def _flatten(trajs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from safeknob import parallel
 from safeknob.artifacts import atomic_dir, write_json
 from safeknob.config import RunConfig
 from safeknob.envs import make_env, tabular_model
@@ -110,24 +111,67 @@ def measure_cached(
     """``measure`` with a per-agent cache under ``cache/eval/``: an agent whose files, experts
     and evaluation settings are unchanged is not rolled out again."""
     key = measurement_key(rc, folder, base)
+    row = cached(rc, folder, key)
+    if row is not None:
+        if progress is not None:
+            progress.update(task, advance=episodes)
+        return row
+    row = measure(agent_fn(), rc, episodes, progress, task)
+    write_json(cache_path(rc, folder), {"key": key, "row": row})
+    return row
+
+
+def cache_path(rc: RunConfig, folder: Path) -> Path:
+    """Where :func:`measure_cached` keeps an agent's measurement."""
     rel = folder.relative_to(rc.paths.root)
-    cache = rc.paths.cache / "eval" / ("__".join(rel.parts) + ".json")
+    return rc.paths.cache / "eval" / ("__".join(rel.parts) + ".json")
+
+
+def cached(rc: RunConfig, folder: Path, key: str) -> dict[str, Any] | None:
+    """The stored measurement of ``folder`` under ``key``, or None."""
+    cache = cache_path(rc, folder)
     if cache.is_file():
         try:
             stored = json.loads(cache.read_text())
             if stored.get("key") == key:
-                if progress is not None:
-                    progress.update(task, advance=episodes)
                 return dict(stored["row"])
         except (json.JSONDecodeError, KeyError, TypeError):
             pass
-    row = measure(agent_fn(), rc, episodes, progress, task)
-    write_json(cache, {"key": key, "row": row})
-    return row
+    return None
 
 
-def run(rc: RunConfig) -> Path:
-    """Evaluate every agent; returns ``eval/``."""
+def _measure_job(job: tuple[RunConfig, Path, str, int]) -> None:
+    """A pool job: roll out one blended agent and store its measurement in the cache."""
+    rc, folder, key, episodes = job
+    _, _, agent = load_blend(BlendContext.create(rc), folder)
+    write_json(cache_path(rc, folder), {"key": key, "row": measure(agent, rc, episodes)})
+
+
+def _measure_on_pool(rc: RunConfig, folders: list[Path], base: Any, workers: int) -> None:
+    """Measure the blended agents without a stored measurement on ``workers`` processes
+    (the same seeded rollouts as in this process, so the same numbers)."""
+    n = rc.experiment.eval.episodes
+    jobs = []
+    for folder in folders:
+        key = measurement_key(rc, folder, base)
+        if cached(rc, folder, key) is None:
+            jobs.append((rc, folder, key, n))
+    if len(jobs) < 2:
+        return  # not worth the processes
+    with progress_bar(rc.quiet) as progress:
+        task = progress.add_task(f"agents ({workers} workers)", total=len(jobs))
+        parallel.Pool(
+            _measure_job,
+            workers,
+            on_result=lambda _job, _r: progress.update(task, advance=1),
+            what="an evaluate worker",
+            fix="safeknob evaluate",
+        ).run(jobs)
+
+
+def run(rc: RunConfig, workers: int = 1) -> Path:
+    """Evaluate every agent (the blended ones not measured before on ``workers`` processes);
+    returns ``eval/``."""
     exp = rc.experiment
     n = exp.eval.episodes
     # Checks first, so bad input changes nothing on disk.
@@ -138,6 +182,8 @@ def run(rc: RunConfig) -> Path:
     blends = [(f, *load_blend(ctx, f)) for f in folders]
     frontier = exact_frontier(rc)
     base = base_key(rc, n)
+    if workers > 1:
+        _measure_on_pool(rc, folders, base, workers)
 
     rows: list[dict[str, Any]] = []
     with progress_bar(rc.quiet) as progress:

@@ -41,7 +41,7 @@ def run(pc: PipelineConfig) -> Path:
     check_specs(methods)
     t0 = time.perf_counter()
     console.rule(f"[bold]{exp.name}: experts")
-    train_experts.run(rc)
+    train_experts.run(rc, pc.workers)
     console.rule(f"[bold]{exp.name}: demonstrations")
     collect_demos.run(collect_demos.CollectConfig(rc))
     gate_error: RewardCheckError | None = None
@@ -68,7 +68,7 @@ def run(pc: PipelineConfig) -> Path:
         pc.workers,
     )
     console.rule(f"[bold]{exp.name}: evaluate")
-    evaluate.run(rc)
+    evaluate.run(rc, pc.workers)
     if calibrated:
         for spec in calibrated:
             console.rule(f"[bold]{exp.name}: calibrate {spec}")
@@ -84,7 +84,7 @@ def run(pc: PipelineConfig) -> Path:
             pc.workers,
         )
         console.rule(f"[bold]{exp.name}: evaluate (calibrated agents)")
-        evaluate.run(rc)  # agents measured above come from cache/eval/
+        evaluate.run(rc, pc.workers)  # agents measured above come from cache/eval/
     console.rule(f"[bold]{exp.name}: report")
     out = report.run(rc)
     console.print(f"{exp.name} done in {time.perf_counter() - t0:.0f} s: {out}")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from safeknob import seeding
+from safeknob import parallel, seeding
 from safeknob.artifacts import ROLES, atomic_dir, make_meta, stage_config, up_to_date, write_json
 from safeknob.config import RunConfig, tb_dir
 from safeknob.envs import make_env
@@ -47,8 +47,9 @@ def evaluate_agent(
     return {"episodes": episodes, **stats, "length_mean": float(np.mean(res.lengths))}
 
 
-def run(rc: RunConfig) -> Path:
-    """Train (or keep, when up to date) both experts; returns ``experts/``."""
+def run(rc: RunConfig, workers: int = 1) -> Path:
+    """Train (or keep, when up to date) both experts, on ``workers`` processes (one per
+    role); returns ``experts/``."""
     exp = rc.experiment
     paths = rc.paths
     config = stage_config(exp, *SECTIONS)
@@ -62,46 +63,69 @@ def run(rc: RunConfig) -> Path:
     if todo:
         check_env(rc)
         write_config(rc)
-    steps = {"reckless": exp.experts.reckless_steps, "safe": exp.experts.safe_steps}
-    with progress_bar(rc.quiet) as progress:
-        for role in todo:
-            task = progress.add_task(f"{role} expert", total=steps[role])
-            t0 = time.perf_counter()
-            seed = seeding.derive(exp.seed, "experts", role)
-            budget = exp.experts.cost_limit if role == "safe" else None
-            res = train_ppo(
-                exp,
-                steps[role],
-                seed,
-                budget=budget,
-                progress=progress,
-                task=task,
-                tb_dir=tb_dir(rc, STAGE, role),
-            )
-            train_seconds = time.perf_counter() - t0
-            stats = evaluate_agent(
-                rc, res.model, exp.experts.deterministic, exp.experts.eval_episodes, exp.eval.seed
-            )
-            with atomic_dir(paths.expert(role)) as tmp:
-                res.model.save(tmp / "model.zip")
-                meta = make_meta(
-                    STAGE,
-                    config,
-                    exp.seed,
-                    wall_seconds=train_seconds,
-                    train_seed=seed,
-                    role=role,
-                    steps=steps[role],
-                    cost_limit=budget,
-                    deterministic=exp.experts.deterministic,
-                    final_lambda=res.final_lambda,
-                    lagrange_history=res.history,
-                    evaluation=stats,
-                )
-                write_json(tmp / "meta.json", meta)
+    if workers > 1 and len(todo) > 1:
+        with progress_bar(rc.quiet) as progress:
+            task = progress.add_task(f"experts ({workers} workers)", total=len(todo))
+            parallel.Pool(
+                _role_job,
+                workers,
+                on_result=lambda _job, _r: progress.update(task, advance=1),
+                what="a train-experts worker",
+                fix="safeknob train-experts",
+            ).run([(rc.replace(quiet=True), role) for role in todo])
+    else:
+        with progress_bar(rc.quiet) as progress:
+            for role in todo:
+                _train_role(rc, role, progress)
     if not rc.quiet:
         print_experts(rc)
     return paths.root / "experts"
+
+
+def _role_job(job: tuple[RunConfig, str]) -> None:
+    """A pool job: train one expert in a worker process."""
+    _train_role(*job, progress=None)
+
+
+def _train_role(rc: RunConfig, role: str, progress: Any) -> None:
+    """Train, evaluate and save one expert (``experts/<role>/``)."""
+    exp = rc.experiment
+    config = stage_config(exp, *SECTIONS)
+    steps = {"reckless": exp.experts.reckless_steps, "safe": exp.experts.safe_steps}
+    task = progress.add_task(f"{role} expert", total=steps[role]) if progress else None
+    t0 = time.perf_counter()
+    seed = seeding.derive(exp.seed, "experts", role)
+    budget = exp.experts.cost_limit if role == "safe" else None
+    res = train_ppo(
+        exp,
+        steps[role],
+        seed,
+        budget=budget,
+        progress=progress,
+        task=task,
+        tb_dir=tb_dir(rc, STAGE, role),
+    )
+    train_seconds = time.perf_counter() - t0
+    stats = evaluate_agent(
+        rc, res.model, exp.experts.deterministic, exp.experts.eval_episodes, exp.eval.seed
+    )
+    with atomic_dir(rc.paths.expert(role)) as tmp:
+        res.model.save(tmp / "model.zip")
+        meta = make_meta(
+            STAGE,
+            config,
+            exp.seed,
+            wall_seconds=train_seconds,
+            train_seed=seed,
+            role=role,
+            steps=steps[role],
+            cost_limit=budget,
+            deterministic=exp.experts.deterministic,
+            final_lambda=res.final_lambda,
+            lagrange_history=res.history,
+            evaluation=stats,
+        )
+        write_json(tmp / "meta.json", meta)
 
 
 def print_experts(rc: RunConfig) -> None:
