@@ -63,6 +63,10 @@ def test_run_command_goes_end_to_end_and_resumes(tiny_experiment_file, tmp_path)
         assert meta["calibrated"] is True
         cmap = CalibrationMap(tuple(cal["alphas"]), tuple(cal["positions"]))
         assert meta["internal_alpha"] == pytest.approx(cmap.internal(meta["alpha"]))
+    timings = json.loads((root / "cache" / "timings.json").read_text())
+    for stage in ("experts", "demonstrations", "learned rewards", "blends", "evaluate",
+                  "calibrate", "calibrated blends", "report"):  # fmt: skip
+        assert timings[stage] >= 0, stage
     before = {p: p.stat().st_mtime_ns for p in (root / "blends").rglob("*.json")}
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output

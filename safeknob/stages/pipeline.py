@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.table import Table
+
+from safeknob.artifacts import write_json
 from safeknob.config import ExperimentConfig, RunConfig, list_experiments, load_experiment, quick
 from safeknob.methods import CAL, check_specs, learned_rewards, parse_spec
 from safeknob.stages import (
@@ -40,14 +43,15 @@ def run(pc: PipelineConfig) -> Path:
     methods = pc.methods or exp.blend.methods
     check_specs(methods)
     t0 = time.perf_counter()
-    console.rule(f"[bold]{exp.name}: experts")
+    clock = _Clock(exp.name)
+    clock.start("experts")
     train_experts.run(rc, pc.workers)
-    console.rule(f"[bold]{exp.name}: demonstrations")
+    clock.start("demonstrations")
     collect_demos.run(collect_demos.CollectConfig(rc))
     gate_error: RewardCheckError | None = None
     roles = learned_rewards(methods)
     if roles:
-        console.rule(f"[bold]{exp.name}: learned rewards")
+        clock.start("learned rewards")
         try:
             learn_rewards.run(rc, roles, workers=pc.workers)
         except RewardCheckError as exc:
@@ -62,18 +66,18 @@ def run(pc: PipelineConfig) -> Path:
     calibrated = [m.removesuffix(CAL) for m in methods if m.endswith(CAL)]
     raw = list(dict.fromkeys([m for m in methods if not m.endswith(CAL)] + calibrated))
     # Every method's (alpha, seed) jobs on one process pool (blend.run_all).
-    console.rule(f"[bold]{exp.name}: {', '.join(raw)} (seeds {list(exp.blend.seeds)})")
+    clock.start(f"{', '.join(raw)} (seeds {list(exp.blend.seeds)})", "blends")
     blend.run_all(
         [blend.BlendRunConfig(rc, **_method_reward(spec), alphas=exp.blend.alphas) for spec in raw],
         pc.workers,
     )
-    console.rule(f"[bold]{exp.name}: evaluate")
+    clock.start("evaluate")
     evaluate.run(rc, pc.workers)
     if calibrated:
         for spec in calibrated:
-            console.rule(f"[bold]{exp.name}: calibrate {spec}")
+            clock.start(f"calibrate {spec}", "calibrate")
             calibrate.run(calibrate.CalibrateConfig(rc, spec))
-        console.rule(f"[bold]{exp.name}: {', '.join(s + CAL for s in calibrated)}")
+        clock.start(", ".join(s + CAL for s in calibrated), "calibrated blends")
         blend.run_all(
             [
                 blend.BlendRunConfig(
@@ -83,14 +87,48 @@ def run(pc: PipelineConfig) -> Path:
             ],
             pc.workers,
         )
-        console.rule(f"[bold]{exp.name}: evaluate (calibrated agents)")
+        clock.start("evaluate (calibrated agents)", "evaluate")
         evaluate.run(rc, pc.workers)  # agents measured above come from cache/eval/
-    console.rule(f"[bold]{exp.name}: report")
+    clock.start("report")
     out = report.run(rc)
+    clock.stop()
+    write_json(rc.paths.cache / "timings.json", clock.seconds)
+    if not rc.quiet:
+        clock.print()
     console.print(f"{exp.name} done in {time.perf_counter() - t0:.0f} s: {out}")
     if gate_error is not None:
         raise gate_error
     return out
+
+
+class _Clock:
+    """Wall-clock seconds per pipeline stage: printed at the end of ``run`` and kept in
+    ``cache/timings.json`` (where a ``make reproduce`` spends its time)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.seconds = name, {}
+        self._stage: str | None = None
+        self._t = 0.0
+
+    def start(self, title: str, stage: str | None = None) -> None:
+        """End the running stage and start ``stage`` (default: ``title``), ruled ``title``."""
+        self.stop()
+        console.rule(f"[bold]{self.name}: {title}")
+        self._stage, self._t = stage or title, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._stage is not None:
+            dt = time.perf_counter() - self._t
+            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0) + dt, 1)
+            self._stage = None
+
+    def print(self) -> None:
+        table = Table(title=f"{self.name}: wall-clock seconds per stage")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for stage, sec in self.seconds.items():
+            table.add_row(stage, f"{sec:.0f}")
+        console.print(table)
 
 
 def _method_reward(spec: str) -> dict[str, str | None]:
