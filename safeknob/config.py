@@ -116,14 +116,15 @@ class BlendConfig:
     """Methods ``safeknob run`` trains on the grid (``budget-env`` = ``--method budget
     --reward env``; ``bc-mix+cal`` = train bc-mix, calibrate it, train again through the map)."""
     n_envs: int = 0
-    """Parallel envs of every blended PPO agent (``budget``, ``reward-mix``, ``conditioned``;
-    0: ``ppo.n_envs``, the experts' width). ``n_steps`` shrinks to keep the rollout size
+    """Parallel envs of the blended PPO agents on the env's reward (``budget-env``,
+    ``conditioned``; 0: ``ppo.n_envs``). ``n_steps`` shrinks to keep the rollout size
     ``ppo.n_envs * ppo.n_steps``: wider, shorter rollouts make fewer policy calls per sample
-    (and the conditioned policy sees more alpha bins per update)."""
+    (and the conditioned policy sees more alpha bins per update). Agents on a learned reward
+    keep ``[ppo]``, the settings their reward's gate ran (``Method.ppo``)."""
     batch_size: int = 0
-    """Minibatch size of every blended PPO agent (0: ``ppo.batch_size``)."""
+    """Minibatch size of the blended PPO agents on the env's reward (0: ``ppo.batch_size``)."""
     n_epochs: int = 0
-    """Optimization epochs per rollout of every blended PPO agent (0: ``ppo.n_epochs``)."""
+    """Epochs per rollout of the blended PPO agents on the env's reward (0: ``ppo.n_epochs``)."""
     seeds: tuple[int, ...] = (0,)
     """Training seeds of the blended agents: ``run``, ``reproduce``, ``train-blend`` and
     ``sweep`` train every (method, alpha, seed), one ``results.csv`` row each, and
@@ -517,6 +518,7 @@ def quick(cfg: ExperimentConfig) -> ExperimentConfig:
         blend=dataclasses.replace(
             b,
             alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
+            seeds=b.seeds[:1],
             steps=b.steps // 6,
             conditioned_steps=b.conditioned_steps // 6,
         ),

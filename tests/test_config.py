@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -187,3 +188,12 @@ def test_bundled_experiments_load(path):
 
 def test_default_experiment_is_hazard_grid():
     assert load_experiment(None).name == "hazard-grid"
+
+
+def test_quick_mode_trains_one_seed():
+    """``reproduce --quick`` is a fast look: the first training seed only."""
+    from safeknob.config import ExperimentConfig, quick
+
+    exp = ExperimentConfig()
+    exp = exp.replace(blend=dataclasses.replace(exp.blend, seeds=(3, 1, 2)))
+    assert quick(exp).blend.seeds == (3,)

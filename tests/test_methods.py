@@ -176,6 +176,11 @@ def test_budget_agents_train_with_the_blend_ppo_settings(run_config):
     model = load_ppo(folder / "model.zip")
     assert (model.n_envs, model.batch_size, model.n_epochs) == (4, 64, 2)
     assert model.n_steps == exp.ppo.n_envs * exp.ppo.n_steps // 4
+    # On a learned reward: [ppo], the settings the reward's gate certified it for.
+    ctx = BlendContext(rc, 0, 0.0, 1.0)
+    for name, reward in (("budget", "airl"), ("conditioned", "airl"), ("reward-mix", "airl")):
+        assert get_method(name, reward).ppo(ctx) == exp.ppo, name
+    assert get_method("conditioned", "env").ppo(ctx).n_envs == 4
 
 
 def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run_config):

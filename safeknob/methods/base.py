@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from rich.progress import Progress, TaskID
 
 from safeknob import seeding
-from safeknob.config import RunConfig
+from safeknob.config import PPOConfig, RunConfig
 from safeknob.evaluation.rollout import Agent
 from safeknob.store import ExperimentStore
 
@@ -102,6 +102,15 @@ class Method(abc.ABC):
     def learned_rewards(self) -> tuple[str, ...]:
         """Roles whose learned reward must exist before this method trains."""
         return self.needs_rewards if self.reward == "airl" else ()
+
+    def ppo(self, ctx: BlendContext) -> PPOConfig:
+        """The PPO settings of this method's agents. On the env's reward, ``[blend]``'s
+        (:attr:`ExperimentConfig.blend_ppo`: width, minibatch, epochs). On a learned reward,
+        the experiment's ``[ppo]``: the settings under which that reward passed its
+        re-optimization gate (``learn-rewards``), which certifies a reward for the optimizer
+        it ran, not for another one."""
+        exp = ctx.run.experiment
+        return exp.ppo if self.learned_rewards else exp.blend_ppo
 
     @abc.abstractmethod
     def steps(self, ctx: BlendContext) -> int:

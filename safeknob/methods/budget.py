@@ -112,7 +112,7 @@ class BudgetMethod(Method):
         )
         venv = None
         if self.reward == "airl":
-            venv = vec_env(absorbing_factory(exp.env), exp.blend_ppo.n_envs)
+            venv = vec_env(absorbing_factory(exp.env), self.ppo(ctx).n_envs)
             lagrange = learned_lagrange(ctx, lagrange)
         budget = ctx.budget(alpha)
         warmstart = None
@@ -137,7 +137,7 @@ class BudgetMethod(Method):
             snapshot_fraction=0.5,
             warmstart=warmstart,
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
-            ppo=exp.blend_ppo,
+            ppo=self.ppo(ctx),
         )
         res.model.save(folder / "model.zip")
         # Measure candidate iterates with fresh episodes (training-time estimates are too

@@ -208,7 +208,7 @@ class ConditionedMethod(Method):
         t0 = time.perf_counter()
         grid = self.grid(ctx)
         budgets = np.array([ctx.budget(a) for a in grid])
-        ppo = exp.blend_ppo
+        ppo = self.ppo(ctx)
         seed = ctx.stream("agent", self.name)
         lagrange = exp.lagrange
         if self.reward == "airl":

@@ -50,7 +50,7 @@ class RewardMixMethod(Method):
                 obs, acts, next_obs, dones
             )
 
-        venv = vec_env(absorbing_factory(exp.env), exp.blend_ppo.n_envs)
+        venv = vec_env(absorbing_factory(exp.env), self.ppo(ctx).n_envs)
 
         res = train_ppo(
             exp,
@@ -62,7 +62,7 @@ class RewardMixMethod(Method):
             tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
             progress=ctx.progress,
             task=ctx.task,
-            ppo=exp.blend_ppo,
+            ppo=self.ppo(ctx),
         )
         res.model.save(folder / "model.zip")
         return {"reward_source": "airl (reckless and safe)", "deterministic": True}

@@ -168,7 +168,7 @@ def train_ppo(
 ) -> TrainResult:
     """Train PPO on the env reward (``budget=None``) or PPO-Lagrangian under an episode-cost
     ``budget``; ``reward_fn`` replaces the env reward (a learned reward). ``ppo`` replaces
-    the experiment's PPO settings (the blended agents': ``cfg.blend_ppo``); a given ``venv``
+    the experiment's PPO settings (a method's: ``Method.ppo``); a given ``venv``
     must have its ``n_envs``."""
     ppo = ppo or cfg.ppo
     base = venv if venv is not None else make_vec_env(cfg.env, ppo.n_envs)
