@@ -167,20 +167,21 @@ def test_budget_agents_train_with_the_blend_ppo_settings(run_config):
     from safeknob.rl.training import load_ppo
 
     exp = run_config.experiment
-    b = dataclasses.replace(exp.blend, n_envs=4, batch_size=64, n_epochs=2, steps=512)
+    assert (exp.ppo.n_envs, exp.ppo.batch_size, exp.ppo.n_epochs) != (8, 128, 2)
+    b = dataclasses.replace(exp.blend, n_envs=8, batch_size=128, n_epochs=2, steps=512)
     rc = run_config.replace(experiment=exp.replace(blend=b))
     method = get_method("budget", reward="env")
     folder = rc.paths.blends / "probe"
     folder.mkdir(parents=True)
     method.train(BlendContext.create(rc, 0), 0.5, folder)
     model = load_ppo(folder / "model.zip")
-    assert (model.n_envs, model.batch_size, model.n_epochs) == (4, 64, 2)
-    assert model.n_steps == exp.ppo.n_envs * exp.ppo.n_steps // 4
+    assert (model.n_envs, model.batch_size, model.n_epochs) == (8, 128, 2)
+    assert model.n_steps == exp.ppo.n_envs * exp.ppo.n_steps // 8
     # On a learned reward: [ppo], the settings the reward's gate certified it for.
     ctx = BlendContext(rc, 0, 0.0, 1.0)
     for name, reward in (("budget", "airl"), ("conditioned", "airl"), ("reward-mix", "airl")):
         assert get_method(name, reward).ppo(ctx) == exp.ppo, name
-    assert get_method("conditioned", "env").ppo(ctx).n_envs == 4
+    assert get_method("conditioned", "env").ppo(ctx).n_envs == 8
 
 
 def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run_config):

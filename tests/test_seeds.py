@@ -144,3 +144,27 @@ def test_experts_on_two_processes_are_the_serial_experts(tmp_path):
             m1.policy.state_dict().items(), m2.policy.state_dict().values(), strict=True
         ):
             assert torch.equal(v1, v2), k
+
+
+def test_an_agent_made_with_another_config_stops_before_any_training(run_config):
+    """Checks first: seed 1's agent made with another config is one error naming the command
+    that remakes it, raised before seed 0 trains anything."""
+    import dataclasses
+
+    import pytest
+
+    from safeknob.errors import ArtifactError
+    from safeknob.stages import blend
+
+    exp = run_config.experiment
+    rc = run_config.replace(
+        experiment=exp.replace(blend=dataclasses.replace(exp.blend, seeds=(0, 1)))
+    )
+    stale = rc.paths.blends / "bc-mix" / "alpha-1.00_seed-1"
+    stale.mkdir(parents=True)
+    (stale / "meta.json").write_text(json.dumps({"config": {"other": 1}}))
+    with pytest.raises(ArtifactError) as err:
+        blend.run_all([blend.BlendRunConfig(rc, "bc-mix", (0.0, 1.0))], workers=1)
+    msg = str(err.value)
+    assert "safeknob train-blend --method bc-mix --alphas 1 --seed 1 --force" in msg
+    assert not (rc.paths.blends / "bc-mix" / "alpha-0.00").exists()

@@ -136,7 +136,9 @@ class BudgetMethod(Method):
             task=ctx.task,
             snapshot_fraction=0.5,
             warmstart=warmstart,
-            tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
+            tb_dir=tb_dir(
+                ctx.run, "blend", self.name, alpha_dir(alpha) + ctx.store.seed_suffix(ctx.seed)
+            ),
             ppo=self.ppo(ctx),
         )
         res.model.save(folder / "model.zip")

@@ -222,7 +222,7 @@ class ConditionedMethod(Method):
         else:
             base = make_vec_env(exp.env, ppo.n_envs)
         venv = ConditionedVecEnv(base, grid, seed)
-        model = build_ppo(venv, ppo, seed, tb_dir(ctx.run, "blend", self.name))
+        model = build_ppo(venv, ppo, seed, tb_dir(ctx.run, "blend", self.name, folder.name))
         if exp.blend.warmstart or self.reward == "airl":
             conditioned_warmstart(ctx, model)
         steps = self.steps(ctx)

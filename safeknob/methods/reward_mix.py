@@ -59,7 +59,9 @@ class RewardMixMethod(Method):
             reward_fn=mixed,
             venv=venv,
             warmstart=demos_warmstart(_both_demos(ctx), ctx.stream("warmstart", self.name, alpha)),
-            tb_dir=tb_dir(ctx.run, "blend", self.name, alpha_dir(alpha)),
+            tb_dir=tb_dir(
+                ctx.run, "blend", self.name, alpha_dir(alpha) + ctx.store.seed_suffix(ctx.seed)
+            ),
             progress=ctx.progress,
             task=ctx.task,
             ppo=self.ppo(ctx),

@@ -47,7 +47,7 @@ class BlendRunConfig:
     seed: int | None = None
     """One training seed (a label); default: every seed of the experiment's ``[blend] seeds``."""
     workers: int = 1
-    """Processes training alphas in parallel (one torch thread each)."""
+    """Processes training (alpha, seed) jobs in parallel (one torch thread each)."""
     calibrated: bool = False
     """Use the method's calibration map (``safeknob calibrate``) when one exists; agents then
     go to ``blends/<method>+cal/``."""
@@ -92,40 +92,74 @@ def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
     policy serves), so the pool does not end on one long job with the other workers idle.
     Learned rewards the methods need are made once, before the fan-out.
 
-    Raises UserError for an alpha outside [0, 1] or an unknown method."""
+    Every agent is checked before any training (in this process): an agent made with
+    another config raises ArtifactError, a learned reward that failed its gate
+    RewardCheckError; missing learned rewards are learned once, only for methods with agents
+    to train. Raises UserError for an alpha outside [0, 1] or an unknown method."""
     methods = []
     for bc in bcs:
         for a in bc.alphas:
             check_alpha(a)
         methods.append(get_method(bc.method, bc.reward))
-    per_seed = [[dataclasses.replace(bc, seed=s) for s in _seeds(bc)] for bc in bcs]
+    plans = _check(bcs, methods, workers)
+    folders = [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
     if workers <= 1:
-        for jobs in per_seed:
-            for j in jobs:
-                _train_seed(j)
-        return [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
+        for ps in plans:
+            for p in ps:
+                _train_seed(p.bc)
+        return folders
     pool_jobs: list[tuple[float, BlendRunConfig]] = []
-    for jobs, method in zip(per_seed, methods, strict=True):
-        if not method.trains:  # nothing to train (mixture): write its folders here
-            for j in jobs:
-                _train_seed(j)
-            continue
-        rc = jobs[0].run
-        store = ExperimentStore(rc)
-        if any(not store.has_reward(r) for r in method.learned_rewards):
-            learn_rewards.run(rc, method.learned_rewards, workers=workers)  # once, shared
-        for j in jobs:
-            todo = _plan(j).todo  # up-to-date agents are not sent to the pool
-            if todo and method.shared_policy:
-                pool_jobs.append((method.cost * len(j.alphas), j))
-            elif todo:
-                pool_jobs.extend((method.cost, dataclasses.replace(j, alphas=(a,))) for a in todo)
+    for method, ps in zip(methods, plans, strict=True):
+        for p in ps:
+            if not p.todo:  # up to date: not sent to the pool
+                continue
+            if not method.trains:  # nothing to train (mixture): write its folders here
+                _train_seed(p.bc)
+            elif method.shared_policy:
+                pool_jobs.append((method.cost * len(p.bc.alphas), p.bc))
+            else:
+                pool_jobs += [(method.cost, dataclasses.replace(p.bc, alphas=(a,))) for a in p.todo]
     pool_jobs.sort(key=lambda wj: -wj[0])  # stable: ties keep the methods' order
     if len(pool_jobs) == 1:  # not worth a process
         _train_seed(pool_jobs[0][1])
     elif pool_jobs:
         _run_parallel([j for _, j in pool_jobs], workers, bcs[0].run.quiet)
-    return [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
+    return folders
+
+
+def _check(bcs: Sequence[BlendRunConfig], methods: list[Method], workers: int) -> list[list[_Plan]]:
+    """Every (method, seed)'s plan, made before any training; the learned rewards of methods
+    with agents to train are learned (when missing) or checked (:func:`_ensure_rewards`)."""
+    plans = [[_plan(dataclasses.replace(bc, seed=s)) for s in _seeds(bc)] for bc in bcs]
+    for bc, method, ps in zip(bcs, methods, plans, strict=True):
+        if any(p.todo for p in ps):
+            _ensure_rewards(bc.run, method, workers)
+        if ps[0].cal is not None and not bc.run.quiet:
+            for a in bc.alphas:
+                console.print(
+                    f"using the calibration map of {method.name}: alpha {a:g} -> internal "
+                    f"setting {ps[0].internal[a]:.3f}"
+                )
+    return plans
+
+
+def _ensure_rewards(rc: RunConfig, method: Method, workers: int) -> None:
+    """The learned rewards ``method`` needs: learned now when missing (``learn-rewards``),
+    else checked; raises RewardCheckError for one that failed its re-optimization gate (the
+    same seed would fail the same way again)."""
+    needs = method.learned_rewards
+    store = ExperimentStore(rc)
+    missing = [r for r in needs if store.reward_status(r) == "missing"]
+    for r in needs:
+        if r not in missing:
+            store.require_usable(r)
+    if missing:
+        if not rc.quiet:
+            console.print(
+                f"{method.name} needs learned rewards ({', '.join(missing)}): running "
+                "`safeknob learn-rewards` first"
+            )
+        learn_rewards.run(rc, needs, workers=workers)
 
 
 def _seeds(bc: BlendRunConfig) -> tuple[int, ...]:
@@ -145,6 +179,7 @@ def _folder(bc: BlendRunConfig, method: Method) -> Path:
 class _Plan:
     """What :func:`_train_seed` will do for one training seed: the alphas not up to date."""
 
+    bc: BlendRunConfig
     method: Method
     ctx: BlendContext
     config: dict
@@ -180,40 +215,27 @@ def _plan(bc: BlendRunConfig) -> _Plan:
             rc.paths.blends / out_name / (alpha_dir(a) + sfx) / "meta.json",
             {**config, "alpha": a, "internal_alpha": internal[a]},
             rc.force,
-            f"safeknob blend --method {bc.method} --alpha {a:g}",
+            _command(bc, method, a, ctx.seed),
         )
     ]
-    return _Plan(method, ctx, config, cal, out_name, sfx, internal, todo)
+    return _Plan(bc, method, ctx, config, cal, out_name, sfx, internal, todo)
+
+
+def _command(bc: BlendRunConfig, method: Method, alpha: float, seed: int) -> str:
+    """The ``train-blend`` command that remakes one agent."""
+    reward = f" --reward {method.reward}" if method.reward else ""
+    cal = " --calibrated" if bc.calibrated else ""
+    return (
+        f"safeknob train-blend --method {method.key}{reward} --alphas {alpha:g} --seed {seed}{cal}"
+    )
 
 
 def _train_seed(bc: BlendRunConfig) -> Path:
     """Every alpha of ``bc`` for its one training seed ``bc.seed``, in this process."""
     rc = bc.run
-    store = ExperimentStore(rc)
     plan = _plan(bc)
     method, ctx, config, cal = plan.method, plan.ctx, plan.config, plan.cal
     out_name, sfx, internal, todo = plan.out_name, plan.sfx, plan.internal, plan.todo
-    if cal is not None and not rc.quiet:
-        for a in bc.alphas:
-            console.print(
-                f"using the calibration map of {method.name}: alpha {a:g} -> internal setting "
-                f"{internal[a]:.3f}"
-            )
-    needs = method.learned_rewards
-    # Missing rewards are learned here, once, before any fan-out; a reward that failed its
-    # re-optimization check stops the stage (the same seed would fail the same way again).
-    missing = [r for r in needs if store.reward_status(r) == "missing"]
-    if todo:
-        for r in needs:
-            if r not in missing:
-                store.require_usable(r)
-    if todo and missing:
-        if not rc.quiet:
-            console.print(
-                f"{method.name} needs learned rewards ({', '.join(missing)}): running "
-                "`safeknob learn-rewards` first"
-            )
-        learn_rewards.run(rc, needs, workers=bc.workers)
     steps = method.steps(ctx)
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
@@ -256,9 +278,15 @@ def _one_job(bc: BlendRunConfig) -> float:
 def _run_parallel(jobs: list[BlendRunConfig], workers: int, quiet: bool) -> None:
     """Train the jobs on the process pool; each job writes only its own folders."""
     quiet_jobs = [dataclasses.replace(j, run=j.run.replace(quiet=True), workers=1) for j in jobs]
-    names = list(
-        dict.fromkeys(j.method if j.reward is None else f"{j.method}-{j.reward}" for j in jobs)
-    )
+    names = list(dict.fromkeys(_spec(j) for j in jobs))
+    if len(names) == 1:
+        j = jobs[0]
+        fix = f"safeknob train-blend --method {j.method}" + (
+            f" --reward {j.reward}" if j.reward else ""
+        )
+        fix += " --calibrated" if j.calibrated else ""
+    else:
+        fix = "safeknob run"
     with progress_bar(quiet) as progress:
         task = progress.add_task(
             f"{', '.join(names)}: {len(jobs)} jobs ({workers} workers)", total=len(jobs)
@@ -268,8 +296,13 @@ def _run_parallel(jobs: list[BlendRunConfig], workers: int, quiet: bool) -> None
             workers,
             on_result=lambda _job, _alpha: progress.update(task, advance=1),
             what="a train-blend worker",
-            fix=f"safeknob train-blend --method {jobs[0].method}",
+            fix=fix,
         ).run(quiet_jobs)
+
+
+def _spec(bc: BlendRunConfig) -> str:
+    """The method spec of a job (``budget-env``, ``bc-mix+cal``), as results.csv names it."""
+    return get_method(bc.method, bc.reward).name + ("+cal" if bc.calibrated else "")
 
 
 def blend_one(bc: BlendRunConfig, episodes: int = 100) -> Path:

@@ -33,7 +33,8 @@ class PipelineConfig:
     methods: tuple[str, ...] | None = None
     """Methods to train (default: the experiment's ``blend.methods``)."""
     workers: int = 1
-    """Processes training alphas (and learning the two rewards) in parallel."""
+    """Processes for the experts, the learned rewards, the blended agents' (alpha, seed) jobs
+    and ``evaluate``'s rollouts."""
 
 
 def run(pc: PipelineConfig) -> Path:

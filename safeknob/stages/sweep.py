@@ -227,7 +227,7 @@ def _folders(job: Job) -> list[Path]:
 def is_finished(job: Job) -> bool:
     """True when every folder of the job is up to date (then no worker is started for it).
 
-    Mirrors the check in :func:`safeknob.stages.blend.run`, which repeats it in the worker:
+    Mirrors the check in :func:`safeknob.stages.blend._plan`, which repeats it in the worker:
     a false "not finished" only costs a job that skips itself."""
     rc = job.run
     if rc.force:

@@ -69,6 +69,7 @@ def run(rc: RunConfig, workers: int = 1) -> Path:
             parallel.Pool(
                 _role_job,
                 workers,
+                progress=progress,
                 on_result=lambda _job, _r: progress.update(task, advance=1),
                 what="a train-experts worker",
                 fix="safeknob train-experts",
@@ -83,8 +84,9 @@ def run(rc: RunConfig, workers: int = 1) -> Path:
 
 
 def _role_job(job: tuple[RunConfig, str]) -> None:
-    """A pool job: train one expert in a worker process."""
-    _train_role(*job, progress=None)
+    """A pool job: train one expert in a worker process, progress relayed to the parent."""
+    rc, role = job
+    _train_role(rc, role, parallel.relay(role))
 
 
 def _train_role(rc: RunConfig, role: str, progress: Any) -> None:
