@@ -241,7 +241,7 @@ def train_experts(
     overrides: SetOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Processes training the two experts.")
-    ] = DEFAULT_WORKERS,
+    ] = 1,
 ) -> None:
     """Train the reckless expert (PPO) and the safe expert (PPO-Lagrangian)."""
     _guard(

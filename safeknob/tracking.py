@@ -9,7 +9,8 @@ mirrored with W&B's own TensorBoard sync (``wandb.tensorboard.patch`` with the e
 ``tb/`` folder as root, the explicit form of ``wandb.init(sync_tensorboard=True)`` that
 stable-baselines3's documentation and CleanRL use): every scalar goes to the run's
 history and the event files to its files. ``--no-tensorboard`` leaves only the config. Only logs written in the command's own process are mirrored: jobs run in worker
-processes (``--workers 2``, ``sweep``) keep their TensorBoard files, which ``wandb sync
+processes (``--workers 2``, the default of ``run`` and ``reproduce``; ``sweep``) keep their
+TensorBoard files, which ``wandb sync
 --sync-tensorboard`` uploads.
 
 Offline use: ``WANDB_MODE=offline`` writes the run under ``$WANDB_DIR`` (default
