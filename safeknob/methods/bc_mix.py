@@ -30,7 +30,7 @@ from safeknob.methods.registry import register
 from safeknob.rl.training import make_vec_env
 
 N_EPOCHS = 30
-BATCH = 256
+BATCH = 64
 
 
 def _flatten(trajs: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
