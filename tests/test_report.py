@@ -251,6 +251,31 @@ def test_report_ranks_by_the_intervals_over_seeds(tmp_path):
     assert "training seeds" not in findings and "per-agent" in findings
 
 
+def test_the_baseline_is_quoted_not_ranked_among_the_trained_methods(tmp_path):
+    """``mixture`` (the registry's ``trains=False``) is exactly calibrated by construction: the
+    findings name the best-calibrated *trained* method and quote the baseline beside it."""
+    results = _seeded_results(
+        {
+            "mixture": {s: [0.0, 0.5, 1.0] for s in range(3)},
+            "budget-env": {s: [0.0, 0.52, 1.0] for s in range(3)},
+            "conditioned": {s: [0.1, 0.6, 0.9] for s in range(3)},
+        }
+    )
+    summary = _seed_summary(
+        3,
+        {
+            "mixture": (0.004, 0.004, 0.004),
+            "budget-env": (0.02, 0.01, 0.025),
+            "conditioned": (0.05, 0.04, 0.06),
+        },
+    )
+    md = _findings(tmp_path, results, summary)
+    assert "**budget-env** is best calibrated (disjoint 95% intervals over 3 training seeds)" in md
+    assert "others: conditioned 0.050, mixture (baseline) 0.004." in md
+    assert "**mixture** is best calibrated" not in md
+    assert "Recommendation: **budget-env**" in md
+
+
 def test_knob_figure_draws_each_seed_and_their_range():
     per_seed = {0: [0.0, 0.40, 1.0], 1: [0.1, 0.50, 0.9], 2: [0.2, 0.75, 1.1]}
     results = _seeded_results({"a": per_seed, "b": {s: [0.0, 0.5, 1.0] for s in range(3)}})

@@ -12,9 +12,11 @@ import pandas as pd
 
 from safeknob.config import RunConfig
 from safeknob.envs.frontier import COIN_FLIP_ALPHAS, Frontier
+from safeknob.errors import ConfigError, UserError
 from safeknob.evaluation.figures import agent_rows
 from safeknob.evaluation.metrics import SUMMARY_COLUMNS, ExpertStats
 from safeknob.evaluation.page import Document
+from safeknob.methods.registry import method_of
 from safeknob.stages import yardstick
 
 SUMMARY_TABLE_COLUMNS = [
@@ -107,6 +109,16 @@ def _decided(
     return noise_phrase([best, *others], intervals)
 
 
+def is_baseline(method: str) -> bool:
+    """True for a method that trains nothing (the registry's ``trains``: ``mixture``, the coin
+    flip): the findings and the recommendation measure the trained methods against it rather
+    than rank it among them. Unknown names (other tools' rows) count as trained."""
+    try:
+        return not method_of(method).trains
+    except (UserError, ConfigError):
+        return False
+
+
 def _ties(best: str, intervals: Sequence[yardstick.MethodInterval] | None) -> list[str]:
     """Methods whose interval overlaps ``best``'s (no difference beyond the noise)."""
     if not intervals:
@@ -119,6 +131,42 @@ def _ties(best: str, intervals: Sequence[yardstick.MethodInterval] | None) -> li
         for m in intervals
         if m.method != best and math.isfinite(m.lo) and not yardstick.separated(by[best], m)
     ]
+
+
+def _calibration_finding(
+    s: pd.DataFrame, single: bool, calibration: Sequence[yardstick.MethodInterval] | None
+) -> str:
+    """The sentence naming the best-calibrated trained method (or the tie), with the others'
+    errors and the baseline's beside them."""
+    cal = s.dropna(subset=["calibration_error"]).sort_values("calibration_error", kind="stable")
+    base = cal[cal.method.map(is_baseline)]
+    if len(base) < len(cal):  # rank the trained methods; the baseline is quoted beside them
+        cal = cal[~cal.method.map(is_baseline)]
+        calibration = [m for m in calibration or [] if not is_baseline(m.method)]
+    else:
+        base = base.iloc[0:0]
+    if cal.empty:
+        return "Calibration error is undefined for every method (equal expert costs)."
+    else:
+        b = cal.iloc[0]
+        lead = "Only one method was evaluated, " if single else ""
+        ties = _ties(str(b.method), calibration)
+        noise = _decided(str(b.method), ties, calibration)
+        best = (
+            f" is best calibrated{f' (disjoint {noise})' if noise else ''}, with"
+            if not ties
+            else f" has the lowest calibration error, within the noise of {', '.join(ties)} "
+            f"(overlapping {noise}):"
+        )
+        text = (
+            f"{lead}**{b.method}**"
+            + (":" if single else best)
+            + f" calibration error {fmt(b.calibration_error)} (mean |position - alpha| over "
+            f"{fmt_int(b.n_alphas)} alphas; max {fmt(b.calibration_max)})"
+        )
+        others = [f"{r.method} {fmt(r.calibration_error)}" for _, r in cal.iloc[1:].iterrows()]
+        others += [f"{r.method} (baseline) {fmt(r.calibration_error)}" for _, r in base.iterrows()]
+        return text + (f"; others: {', '.join(others)}." if others else ".")
 
 
 def findings(
@@ -142,28 +190,7 @@ def findings(
     out: list[str] = []
     single = len(s) == 1
 
-    cal = s.dropna(subset=["calibration_error"]).sort_values("calibration_error", kind="stable")
-    if cal.empty:
-        out.append("Calibration error is undefined for every method (equal expert costs).")
-    else:
-        b = cal.iloc[0]
-        lead = "Only one method was evaluated, " if single else ""
-        ties = _ties(str(b.method), calibration)
-        noise = _decided(str(b.method), ties, calibration)
-        best = (
-            f" is best calibrated{f' (disjoint {noise})' if noise else ''}, with"
-            if not ties
-            else f" has the lowest calibration error, within the noise of {', '.join(ties)} "
-            f"(overlapping {noise}):"
-        )
-        text = (
-            f"{lead}**{b.method}**"
-            + (":" if single else best)
-            + f" calibration error {fmt(b.calibration_error)} (mean |position - alpha| over "
-            f"{fmt_int(b.n_alphas)} alphas; max {fmt(b.calibration_max)})"
-        )
-        others = [f"{r.method} {fmt(r.calibration_error)}" for _, r in cal.iloc[1:].iterrows()]
-        out.append(text + (f"; others: {', '.join(others)}." if others else "."))
+    out.append(_calibration_finding(s, single, calibration))
 
     gap = s.dropna(subset=["frontier_gap_mean"]).sort_values("frontier_gap_mean", kind="stable")
     if not gap.empty:
@@ -239,11 +266,11 @@ def recommendation(
 ) -> list[str]:
     """Which trained method to use: monotone (Spearman >= 0.95) and calibrated (error <= 0.1),
     then the smallest frontier gap (or the largest chord gain without an exact model).
-    ``mixture`` is the baseline and is not recommended: it stays on the chord. Other eligible
+    A baseline (:func:`is_baseline`, ``mixture``) is not recommended: it stays on the chord. Other eligible
     methods whose ``intervals`` overlap the choice's are named as tied within the noise, with
     which intervals (over training seeds or per agent) overlap."""
     ok = s[
-        (s.method != "mixture")
+        ~s.method.astype(str).map(is_baseline)
         & (s.spearman.fillna(-1) >= 0.95)
         & (s.calibration_error.fillna(math.inf) <= 0.1)
     ]
