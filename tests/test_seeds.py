@@ -98,7 +98,7 @@ def test_one_pool_for_every_method_longest_jobs_first(run_config, monkeypatch):
     def fake_parallel(jobs, workers, quiet):
         sent.append([(j.method, j.alphas, j.seed) for j in jobs])
         for j in jobs:
-            blend._train_seed(j)
+            blend._train(blend._plan(j))
 
     monkeypatch.setattr(blend, "_run_parallel", fake_parallel)
     bcs = [

@@ -110,9 +110,10 @@ class BudgetMethod(Method):
         lagrange = dataclasses.replace(
             exp.lagrange, kp=exp.lagrange.kp * g, ki=exp.lagrange.ki * g, kd=exp.lagrange.kd * g
         )
+        ppo = self.ppo(ctx)
         venv = None
         if self.reward == "airl":
-            venv = vec_env(absorbing_factory(exp.env), self.ppo(ctx).n_envs)
+            venv = vec_env(absorbing_factory(exp.env), ppo.n_envs)
             lagrange = learned_lagrange(ctx, lagrange)
         budget = ctx.budget(alpha)
         warmstart = None
@@ -139,7 +140,7 @@ class BudgetMethod(Method):
             tb_dir=tb_dir(
                 ctx.run, "blend", self.name, alpha_dir(alpha) + ctx.store.seed_suffix(ctx.seed)
             ),
-            ppo=self.ppo(ctx),
+            ppo=ppo,
         )
         res.model.save(folder / "model.zip")
         # Measure candidate iterates with fresh episodes (training-time estimates are too

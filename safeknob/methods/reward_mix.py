@@ -50,7 +50,8 @@ class RewardMixMethod(Method):
                 obs, acts, next_obs, dones
             )
 
-        venv = vec_env(absorbing_factory(exp.env), self.ppo(ctx).n_envs)
+        ppo = self.ppo(ctx)
+        venv = vec_env(absorbing_factory(exp.env), ppo.n_envs)
 
         res = train_ppo(
             exp,
@@ -64,7 +65,7 @@ class RewardMixMethod(Method):
             ),
             progress=ctx.progress,
             task=ctx.task,
-            ppo=self.ppo(ctx),
+            ppo=ppo,
         )
         res.model.save(folder / "model.zip")
         return {"reward_source": "airl (reckless and safe)", "deterministic": True}

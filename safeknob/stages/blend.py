@@ -102,11 +102,11 @@ def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
             check_alpha(a)
         methods.append(get_method(bc.method, bc.reward))
     plans = _check(bcs, methods, workers)
-    folders = [_folder(bc, m) for bc, m in zip(bcs, methods, strict=True)]
+    folders = [bc.run.paths.blends / ps[0].out_name for bc, ps in zip(bcs, plans, strict=True)]
     if workers <= 1:
         for ps in plans:
             for p in ps:
-                _train_seed(p.bc)
+                _train(p)
         return folders
     pool_jobs: list[tuple[float, BlendRunConfig]] = []
     for method, ps in zip(methods, plans, strict=True):
@@ -114,14 +114,14 @@ def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
             if not p.todo:  # up to date: not sent to the pool
                 continue
             if not method.trains:  # nothing to train (mixture): write its folders here
-                _train_seed(p.bc)
+                _train(p)
             elif method.shared_policy:
                 pool_jobs.append((method.cost * len(p.bc.alphas), p.bc))
             else:
                 pool_jobs += [(method.cost, dataclasses.replace(p.bc, alphas=(a,))) for a in p.todo]
     pool_jobs.sort(key=lambda wj: -wj[0])  # stable: ties keep the methods' order
     if len(pool_jobs) == 1:  # not worth a process
-        _train_seed(pool_jobs[0][1])
+        _train(_plan(pool_jobs[0][1]))
     elif pool_jobs:
         _run_parallel([j for _, j in pool_jobs], workers, bcs[0].run.quiet)
     return folders
@@ -166,18 +166,9 @@ def _seeds(bc: BlendRunConfig) -> tuple[int, ...]:
     return (bc.seed,) if bc.seed is not None else bc.run.experiment.blend.seeds
 
 
-def _folder(bc: BlendRunConfig, method: Method) -> Path:
-    """``blends/<method>/``, or ``blends/<method>+cal/`` for calibrated agents."""
-    rc = bc.run
-    name = method.name
-    if bc.calibrated and ExperimentStore(rc).calibration_map(method.name) is not None:
-        name += "+cal"
-    return rc.paths.blends / name
-
-
 @dataclass
 class _Plan:
-    """What :func:`_train_seed` will do for one training seed: the alphas not up to date."""
+    """What :func:`_train` will do for one training seed: the alphas not up to date."""
 
     bc: BlendRunConfig
     method: Method
@@ -215,25 +206,25 @@ def _plan(bc: BlendRunConfig) -> _Plan:
             rc.paths.blends / out_name / (alpha_dir(a) + sfx) / "meta.json",
             {**config, "alpha": a, "internal_alpha": internal[a]},
             rc.force,
-            _command(bc, method, a, ctx.seed),
+            f"{_command(bc, method)} --alphas {a:g} --seed {ctx.seed}",
         )
     ]
     return _Plan(bc, method, ctx, config, cal, out_name, sfx, internal, todo)
 
 
-def _command(bc: BlendRunConfig, method: Method, alpha: float, seed: int) -> str:
-    """The ``train-blend`` command that remakes one agent."""
+def _command(bc: BlendRunConfig, method: Method | None = None) -> str:
+    """The ``train-blend`` command that remakes ``bc``'s agents (add ``--alphas``/``--seed``
+    for one of them)."""
+    method = method or get_method(bc.method, bc.reward)
     reward = f" --reward {method.reward}" if method.reward else ""
     cal = " --calibrated" if bc.calibrated else ""
-    return (
-        f"safeknob train-blend --method {method.key}{reward} --alphas {alpha:g} --seed {seed}{cal}"
-    )
+    return f"safeknob train-blend --method {method.key}{reward}{cal}"
 
 
-def _train_seed(bc: BlendRunConfig) -> Path:
-    """Every alpha of ``bc`` for its one training seed ``bc.seed``, in this process."""
+def _train(plan: _Plan) -> Path:
+    """Every alpha of ``plan`` still to train (one training seed), in this process."""
+    bc = plan.bc
     rc = bc.run
-    plan = _plan(bc)
     method, ctx, config, cal = plan.method, plan.ctx, plan.config, plan.cal
     out_name, sfx, internal, todo = plan.out_name, plan.sfx, plan.internal, plan.todo
     steps = method.steps(ctx)
@@ -271,7 +262,7 @@ def _train_seed(bc: BlendRunConfig) -> Path:
 
 def _one_job(bc: BlendRunConfig) -> float:
     """A pool job: one (alpha, seed), or one seed's grid, in a worker process."""
-    _train_seed(bc)
+    _train(_plan(bc))
     return bc.alphas[0]
 
 
@@ -279,14 +270,7 @@ def _run_parallel(jobs: list[BlendRunConfig], workers: int, quiet: bool) -> None
     """Train the jobs on the process pool; each job writes only its own folders."""
     quiet_jobs = [dataclasses.replace(j, run=j.run.replace(quiet=True), workers=1) for j in jobs]
     names = list(dict.fromkeys(_spec(j) for j in jobs))
-    if len(names) == 1:
-        j = jobs[0]
-        fix = f"safeknob train-blend --method {j.method}" + (
-            f" --reward {j.reward}" if j.reward else ""
-        )
-        fix += " --calibrated" if j.calibrated else ""
-    else:
-        fix = "safeknob run"
+    fix = _command(jobs[0]) if len(names) == 1 else "safeknob run"
     with progress_bar(quiet) as progress:
         task = progress.add_task(
             f"{', '.join(names)}: {len(jobs)} jobs ({workers} workers)", total=len(jobs)

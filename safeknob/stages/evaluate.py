@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -106,11 +107,19 @@ def measurement_key(rc: RunConfig, folder: Path, base: Any) -> str:
 
 
 def measure_cached(
-    agent_fn, rc: RunConfig, folder: Path, base: Any, episodes: int, progress=None, task=None
+    agent_fn,
+    rc: RunConfig,
+    folder: Path,
+    base: Any,
+    episodes: int,
+    progress=None,
+    task=None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """``measure`` with a per-agent cache under ``cache/eval/``: an agent whose files, experts
-    and evaluation settings are unchanged is not rolled out again."""
-    key = measurement_key(rc, folder, base)
+    and evaluation settings are unchanged is not rolled out again. ``key``: its
+    :func:`measurement_key`, when already computed."""
+    key = key or measurement_key(rc, folder, base)
     row = cached(rc, folder, key)
     if row is not None:
         if progress is not None:
@@ -140,22 +149,22 @@ def cached(rc: RunConfig, folder: Path, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _measure_job(job: tuple[RunConfig, Path, str, int]) -> None:
+def _measure_job(job: tuple[BlendContext, Path, str, int]) -> None:
     """A pool job: roll out one blended agent and store its measurement in the cache."""
-    rc, folder, key, episodes = job
-    _, _, agent = load_blend(BlendContext.create(rc), folder)
+    ctx, folder, key, episodes = job
+    _, _, agent = load_blend(ctx, folder)
+    rc = ctx.run
     write_json(cache_path(rc, folder), {"key": key, "row": measure(agent, rc, episodes)})
 
 
-def _measure_on_pool(rc: RunConfig, folders: list[Path], base: Any, workers: int) -> None:
-    """Measure the blended agents without a stored measurement on ``workers`` processes
-    (the same seeded rollouts as in this process, so the same numbers)."""
+def _measure_on_pool(ctx: BlendContext, keys: dict[Path, str], workers: int) -> None:
+    """Measure the blended agents without a stored measurement (``keys``: folder ->
+    :func:`measurement_key`) on ``workers`` processes (the same seeded rollouts as in this
+    process, so the same numbers)."""
+    rc = ctx.run
     n = rc.experiment.eval.episodes
-    jobs = []
-    for folder in folders:
-        key = measurement_key(rc, folder, base)
-        if cached(rc, folder, key) is None:
-            jobs.append((rc, folder, key, n))
+    bare = dataclasses.replace(ctx, cache={})  # sent with every job: no loaded agents
+    jobs = [(bare, f, key, n) for f, key in keys.items() if cached(rc, f, key) is None]
     if len(jobs) < 2:
         return  # not worth the processes
     with progress_bar(rc.quiet) as progress:
@@ -182,8 +191,9 @@ def run(rc: RunConfig, workers: int = 1) -> Path:
     blends = [(f, *load_blend(ctx, f)) for f in folders]
     frontier = exact_frontier(rc)
     base = base_key(rc, n)
+    keys = {f: measurement_key(rc, f, base) for f in folders}  # hashed once
     if workers > 1:
-        _measure_on_pool(rc, folders, base, workers)
+        _measure_on_pool(ctx, keys, workers)
 
     rows: list[dict[str, Any]] = []
     with progress_bar(rc.quiet) as progress:
@@ -210,7 +220,9 @@ def run(rc: RunConfig, workers: int = 1) -> Path:
         rows.extend([stats["safe"], stats["reckless"]])
         for folder, _method, meta, agent in blends:
             task = progress.add_task(f"{meta['method']} alpha={meta['alpha']:.2f}", total=n)
-            row = measure_cached(lambda a=agent: a, rc, folder, base, n, progress, task)
+            row = measure_cached(
+                lambda a=agent: a, rc, folder, base, n, progress, task, key=keys[folder]
+            )
             row.update(
                 method=meta["method"],
                 alpha=float(meta["alpha"]),

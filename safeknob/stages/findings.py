@@ -147,26 +147,25 @@ def _calibration_finding(
         base = base.iloc[0:0]
     if cal.empty:
         return "Calibration error is undefined for every method (equal expert costs)."
-    else:
-        b = cal.iloc[0]
-        lead = "Only one method was evaluated, " if single else ""
-        ties = _ties(str(b.method), calibration)
-        noise = _decided(str(b.method), ties, calibration)
-        best = (
-            f" is best calibrated{f' (disjoint {noise})' if noise else ''}, with"
-            if not ties
-            else f" has the lowest calibration error, within the noise of {', '.join(ties)} "
-            f"(overlapping {noise}):"
-        )
-        text = (
-            f"{lead}**{b.method}**"
-            + (":" if single else best)
-            + f" calibration error {fmt(b.calibration_error)} (mean |position - alpha| over "
-            f"{fmt_int(b.n_alphas)} alphas; max {fmt(b.calibration_max)})"
-        )
-        others = [f"{r.method} {fmt(r.calibration_error)}" for _, r in cal.iloc[1:].iterrows()]
-        others += [f"{r.method} (baseline) {fmt(r.calibration_error)}" for _, r in base.iterrows()]
-        return text + (f"; others: {', '.join(others)}." if others else ".")
+    b = cal.iloc[0]
+    lead = "Only one method was evaluated, " if single else ""
+    ties = _ties(str(b.method), calibration)
+    noise = _decided(str(b.method), ties, calibration)
+    best = (
+        f" is best calibrated{f' (disjoint {noise})' if noise else ''}, with"
+        if not ties
+        else f" has the lowest calibration error, within the noise of {', '.join(ties)} "
+        f"(overlapping {noise}):"
+    )
+    text = (
+        f"{lead}**{b.method}**"
+        + (":" if single else best)
+        + f" calibration error {fmt(b.calibration_error)} (mean |position - alpha| over "
+        f"{fmt_int(b.n_alphas)} alphas; max {fmt(b.calibration_max)})"
+    )
+    others = [f"{r.method} {fmt(r.calibration_error)}" for _, r in cal.iloc[1:].iterrows()]
+    others += [f"{r.method} (baseline) {fmt(r.calibration_error)}" for _, r in base.iterrows()]
+    return text + (f"; others: {', '.join(others)}." if others else ".")
 
 
 def findings(
