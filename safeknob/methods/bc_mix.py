@@ -27,7 +27,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from safeknob.evaluation.rollout import Agent, PolicyAgent
 from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.registry import register
-from safeknob.rl.training import make_vec_env
+from safeknob.rl.training import ADAM_KWARGS, make_vec_env
 
 N_EPOCHS = 30
 BATCH = 64
@@ -117,6 +117,7 @@ class BCMixMethod(Method):
                 policy=policy,
                 demonstrations=trans,
                 batch_size=min(BATCH, len(trans)),  # tiny datasets: one full batch
+                optimizer_kwargs=dict(ADAM_KWARGS),
                 device="cpu",
                 custom_logger=imit_logger.configure(logdir, format_strs=[]),
             )

@@ -43,7 +43,7 @@ from safeknob.config import EnvConfig, RunConfig, tb_dir
 from safeknob.envs import make_env, tabular_model
 from safeknob.envs.vec import AbsorbingCore, make_core, vec_env
 from safeknob.errors import ArtifactError, UserError
-from safeknob.rl.training import build_ppo
+from safeknob.rl.training import ADAM_KWARGS, build_ppo
 from safeknob.rl.warmstart import bc_warmstart
 
 STAGE = "learn-rewards"
@@ -290,7 +290,7 @@ def train_airl(
         "gen_algo": gen,
         "reward_net": net,
         "n_disc_updates_per_round": 16,
-        "disc_opt_kwargs": {"lr": 1e-3},
+        "disc_opt_kwargs": {"lr": 1e-3, **ADAM_KWARGS},
         "gen_replay_buffer_capacity": replay_capacity(
             exp.rewards.replay_rounds, exp.ppo.n_envs * gen.n_steps, steps
         ),

@@ -40,6 +40,14 @@ def make_vec_env(env_cfg: EnvConfig, n_envs: int) -> VecEnv:
     return venv if venv is not None else DummyVecEnv([env_factory(env_cfg)] * n_envs)
 
 
+ADAM_KWARGS: dict[str, Any] = {"foreach": True}
+"""Keyword arguments of every Adam here (PPO's, BC's, AIRL's discriminator). torch's
+multi-tensor ("foreach") Adam updates all parameter tensors in a few kernels instead of a
+Python loop over them; on CPU torch picks the loop by default. The arithmetic per element is
+the same, so trained weights are bit-identical (``tests/test_training.py``) and a PPO step is
+~5% faster on these small networks (``make bench``)."""
+
+
 def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = None) -> PPO:
     """PPO with the experiment's settings, one torch thread, seeded."""
     torch.set_num_threads(1)
@@ -56,7 +64,11 @@ def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = Non
         gae_lambda=cfg.gae_lambda,
         clip_range=cfg.clip_range,
         ent_coef=cfg.ent_coef,
-        policy_kwargs={"net_arch": list(cfg.net_arch)},
+        # SB3's own Adam setting (eps 1e-5, which it adds only when given no optimizer_kwargs)
+        policy_kwargs={
+            "net_arch": list(cfg.net_arch),
+            "optimizer_kwargs": {"eps": 1e-5, **ADAM_KWARGS},
+        },
         seed=seed,
         device="cpu",
         verbose=0,

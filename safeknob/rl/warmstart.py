@@ -13,6 +13,8 @@ from imitation.data import rollout as imit_rollout
 from imitation.data.types import TrajectoryWithRew
 from imitation.util import logger as imit_logger
 
+from safeknob.rl.training import ADAM_KWARGS
+
 
 def bc_warmstart(
     gen: Any, trajs: list[TrajectoryWithRew], obs_space, act_space, seed: int, epochs: int = 20
@@ -45,6 +47,7 @@ def bc_warmstart(
             policy=gen.policy,
             demonstrations=trans,
             batch_size=min(64, len(trans)),  # tiny datasets: one full batch
+            optimizer_kwargs=dict(ADAM_KWARGS),
             device="cpu",
             custom_logger=imit_logger.configure(logdir, format_strs=[]),
         )
