@@ -44,8 +44,8 @@ ADAM_KWARGS: dict[str, Any] = {"foreach": True}
 """Keyword arguments of every Adam here (PPO's, BC's, AIRL's discriminator). torch's
 multi-tensor ("foreach") Adam updates all parameter tensors in a few kernels instead of a
 Python loop over them; on CPU torch picks the loop by default. The arithmetic per element is
-the same, so trained weights are bit-identical (``tests/test_training.py``) and a PPO step is
-~5% faster on these small networks (``make bench``)."""
+the same, so trained weights are bit-identical (``tests/test_training.py``); PPO trains 2-4%
+faster on these small networks (``make bench``)."""
 
 
 def build_ppo(venv: VecEnv, cfg: PPOConfig, seed: int, tb_dir: Path | None = None) -> PPO:
