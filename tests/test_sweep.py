@@ -171,3 +171,14 @@ def test_ray_backend(pipeline_root):
     )
     sweep.run(sc)
     assert {("mixture", 0.5, 0), ("mixture", 0.5, 1)} <= _rows(pipeline_root)
+
+
+def test_a_finished_learned_reward_job_starts_no_worker(pipeline_root):
+    """``is_finished`` records the settings an agent on a learned reward depends on
+    (``[rewards]`` too) as the blend stage does, so a finished budget-airl job is finished."""
+    sc = sweep.SweepConfig(
+        (tiny_config(),), pipeline_root, methods=("budget-airl",), alphas=(0.5,), quiet=True
+    )
+    sweep.run(sc)
+    jobs = sweep.plan(sc)
+    assert jobs and all(sweep.is_finished(j) for j in jobs)

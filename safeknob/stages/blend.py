@@ -20,7 +20,7 @@ from safeknob.artifacts import (
     up_to_date,
     write_json,
 )
-from safeknob.config import RunConfig
+from safeknob.config import ExperimentConfig, RunConfig
 from safeknob.errors import UserError
 from safeknob.evaluation.metrics import ExpertStats, bootstrap_ci, position
 from safeknob.evaluation.rollout import rollout
@@ -181,6 +181,21 @@ class _Plan:
     todo: list[float]
 
 
+def agent_config(exp: ExperimentConfig, method: Method, train_seed: int) -> dict[str, Any]:
+    """The settings a blended agent of ``method`` depends on, as its ``meta.json`` records
+    them (add ``alpha`` and ``internal_alpha``): the experiment's sections the experts,
+    demonstrations and agent were made with, plus ``[rewards]`` for a learned reward (same
+    settings, same deterministic rewards). An agent whose record differs is stale."""
+    config = {
+        **stage_config(exp, "env", "ppo", "lagrange", "experts", "demos", "blend"),
+        "method": method.name,
+        "train_seed": train_seed,
+    }
+    if method.learned_rewards:
+        config.update(stage_config(exp, "rewards"))
+    return config
+
+
 def _plan(bc: BlendRunConfig) -> _Plan:
     """The agents of ``bc`` (one training seed) still to train; raises ArtifactError for an
     agent made with a different config (without ``--force``)."""
@@ -188,13 +203,7 @@ def _plan(bc: BlendRunConfig) -> _Plan:
     rc = bc.run
     store = ExperimentStore(rc)
     ctx = BlendContext.create(rc, bc.seed)
-    config = {
-        **stage_config(rc.experiment, "env", "ppo", "lagrange", "experts", "demos", "blend"),
-        "method": method.name,
-        "train_seed": ctx.seed,
-    }
-    if method.learned_rewards:  # same [rewards] settings, same (deterministic) rewards
-        config.update(stage_config(rc.experiment, "rewards"))
+    config = agent_config(rc.experiment, method, ctx.seed)
     cal = store.calibration_map(method.name) if bc.calibrated else None
     out_name = f"{method.name}+cal" if cal is not None else method.name
     sfx = store.seed_suffix(ctx.seed)

@@ -24,7 +24,7 @@ import pandas as pd
 from rich.table import Table
 
 from safeknob import parallel
-from safeknob.artifacts import alpha_dir, stage_config, up_to_date
+from safeknob.artifacts import alpha_dir, up_to_date
 from safeknob.config import ExperimentConfig, RunConfig
 from safeknob.errors import ArtifactError, UserError
 from safeknob.methods import BlendContext, learned_rewards, load_blend, method_of, parse_spec
@@ -227,17 +227,13 @@ def _folders(job: Job) -> list[Path]:
 def is_finished(job: Job) -> bool:
     """True when every folder of the job is up to date (then no worker is started for it).
 
-    Mirrors the check in :func:`safeknob.stages.blend._plan`, which repeats it in the worker:
-    a false "not finished" only costs a job that skips itself."""
+    The check of :func:`safeknob.stages.blend._plan` (same :func:`~safeknob.stages.blend.
+    agent_config`), which the worker repeats: a false "not finished" only costs a job that
+    skips itself."""
     rc = job.run
     if rc.force:
         return False
-    method = method_of(job.spec)
-    config = {
-        **stage_config(rc.experiment, "env", "ppo", "lagrange", "experts", "demos", "blend"),
-        "method": method.name,
-        "train_seed": job.seed,
-    }
+    config = blend.agent_config(rc.experiment, method_of(job.spec), job.seed)
     for a, folder in zip(job.alphas, _folders(job), strict=True):
         try:
             if not up_to_date(
