@@ -168,3 +168,22 @@ def test_an_agent_made_with_another_config_stops_before_any_training(run_config)
     msg = str(err.value)
     assert "safeknob train-blend --method bc-mix --alphas 1 --seed 1 --force" in msg
     assert not (rc.paths.blends / "bc-mix" / "alpha-0.00").exists()
+
+
+def test_experts_made_with_another_config_stop_training_before_it_starts(run_config):
+    """Agents trained under a [lagrange] the experts were not made with would be refused by
+    `evaluate`; `train-blend` refuses first, with the command that remakes the experts."""
+    import dataclasses
+
+    import pytest
+
+    from safeknob.errors import ArtifactError
+    from safeknob.stages import blend
+
+    exp = run_config.experiment
+    rc = run_config.replace(
+        experiment=exp.replace(lagrange=dataclasses.replace(exp.lagrange, lambda_max=3.0))
+    )
+    with pytest.raises(ArtifactError, match=r"different \[lagrange\].*train-experts --force"):
+        blend.run_all([blend.BlendRunConfig(rc, "bc-mix", (0.0, 1.0))], workers=1)
+    assert not (rc.paths.blends / "bc-mix").exists()

@@ -131,6 +131,8 @@ def _check(bcs: Sequence[BlendRunConfig], methods: list[Method], workers: int) -
     """Every (method, seed)'s plan, made before any training; the learned rewards of methods
     with agents to train are learned (when missing) or checked (:func:`_ensure_rewards`)."""
     plans = [[_plan(dataclasses.replace(bc, seed=s)) for s in _seeds(bc)] for bc in bcs]
+    if any(p.todo for ps in plans for p in ps):
+        _check_ends(bcs[0].run)
     for bc, method, ps in zip(bcs, methods, plans, strict=True):
         if any(p.todo for p in ps):
             _ensure_rewards(bc.run, method, workers)
@@ -141,6 +143,16 @@ def _check(bcs: Sequence[BlendRunConfig], methods: list[Method], workers: int) -
                     f"setting {ps[0].internal[a]:.3f}"
                 )
     return plans
+
+
+def _check_ends(rc: RunConfig) -> None:
+    """The two ends of the knob as ``evaluate`` will read them: trained experts must have been
+    made with this experiment's ``[env]``, ``[ppo]``, ``[lagrange]`` and ``[experts]`` (else
+    imported demonstrations); raises ArtifactError before training agents that ``evaluate``
+    would then refuse to measure against them."""
+    store = ExperimentStore(rc)
+    for role in ("safe", "reckless"):
+        store.reference(role)
 
 
 def _ensure_rewards(rc: RunConfig, method: Method, workers: int) -> None:
