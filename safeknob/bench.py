@@ -34,7 +34,7 @@ from safeknob.envs.frontier import Frontier, value_iteration
 from safeknob.envs.vec import batched_vec_env
 from safeknob.errors import UserError
 from safeknob.evaluation.rollout import PolicyAgent, rollout
-from safeknob.rl.training import build_ppo, env_factory, set_threads
+from safeknob.rl.training import build_ppo, env_factory, make_vec_env, set_threads
 from safeknob.stages import frontier, sweep, train_experts
 from safeknob.stages.common import console
 from safeknob.store import ExperimentStore
@@ -293,7 +293,7 @@ def ppo_speed(steps: int = 30_000) -> None:
         rates = []
         for venv in _vec_envs(name, exp.ppo.n_envs)[1:]:
             rates.append(_ppo_rate(build_ppo(venv, exp.ppo, 0), steps))
-        loop = build_ppo(_vec_envs(name, exp.ppo.n_envs)[2], exp.ppo, 0)
+        loop = build_ppo(make_vec_env(exp.env, exp.ppo.n_envs), exp.ppo, 0)
         loop.policy.optimizer = torch.optim.Adam(
             loop.policy.parameters(), lr=exp.ppo.learning_rate, eps=1e-5
         )

@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_config
 from imitation.data.types import TrajectoryWithRew
 
+from safeknob.config import PPOConfig
 from safeknob.rl import warmstart
 from safeknob.rl.training import ADAM_KWARGS, build_ppo, make_vec_env
 
@@ -36,7 +37,7 @@ def test_bc_with_foreach_adam_clones_the_same_weights(monkeypatch):
     exp = tiny_config()
 
     def cloned() -> dict[str, torch.Tensor]:
-        model = build_ppo(make_vec_env(exp.env, 1), exp.ppo.__class__(n_envs=1), seed=5)
+        model = build_ppo(make_vec_env(exp.env, 1), PPOConfig(n_envs=1), seed=5)
         obs_space, act_space = model.observation_space, model.action_space
         rng = np.random.default_rng(0)
         trajs = [

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 from rich.progress import Progress, TaskID
 
 from safeknob import seeding
-from safeknob.config import PPOConfig, RunConfig
+from safeknob.artifacts import alpha_dir
+from safeknob.config import PPOConfig, RunConfig, tb_dir
 from safeknob.evaluation.rollout import Agent
 from safeknob.store import ExperimentStore
 
@@ -51,6 +52,13 @@ class BlendContext:
         experiment's seed (:mod:`safeknob.seeding`); ``alpha=None`` for a stream shared by
         every alpha."""
         return seeding.derive(self.run.experiment.seed, "blend", role, method, alpha, self.seed)
+
+    def tb_dir(self, method: str, alpha: float) -> Path | None:
+        """TensorBoard folder of the agent of ``method`` at ``alpha`` for this training seed
+        (``tb/blend/<method>/alpha-A[_seed-S]``; None with ``--no-tensorboard``)."""
+        return tb_dir(
+            self.run, "blend", method, alpha_dir(alpha) + self.store.seed_suffix(self.seed)
+        )
 
     def budget(self, alpha: float) -> float:
         """d(alpha) = C_safe + alpha * (C_reck - C_safe), the episode-cost budget at alpha."""

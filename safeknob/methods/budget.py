@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from safeknob.artifacts import alpha_dir
-from safeknob.config import tb_dir
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
 from safeknob.methods.base import BlendContext, Method
@@ -137,9 +135,7 @@ class BudgetMethod(Method):
             task=ctx.task,
             snapshot_fraction=0.5,
             warmstart=warmstart,
-            tb_dir=tb_dir(
-                ctx.run, "blend", self.name, alpha_dir(alpha) + ctx.store.seed_suffix(ctx.seed)
-            ),
+            tb_dir=ctx.tb_dir(self.name, alpha),
             ppo=ppo,
         )
         res.model.save(folder / "model.zip")

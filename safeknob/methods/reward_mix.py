@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from safeknob.artifacts import alpha_dir
-from safeknob.config import tb_dir
 from safeknob.envs.vec import vec_env
 from safeknob.evaluation.rollout import Agent, PolicyAgent
 from safeknob.methods.base import BlendContext, Method
@@ -60,9 +58,7 @@ class RewardMixMethod(Method):
             reward_fn=mixed,
             venv=venv,
             warmstart=demos_warmstart(_both_demos(ctx), ctx.stream("warmstart", self.name, alpha)),
-            tb_dir=tb_dir(
-                ctx.run, "blend", self.name, alpha_dir(alpha) + ctx.store.seed_suffix(ctx.seed)
-            ),
+            tb_dir=ctx.tb_dir(self.name, alpha),
             progress=ctx.progress,
             task=ctx.task,
             ppo=ppo,

@@ -139,12 +139,11 @@ def _calibration_finding(
     """The sentence naming the best-calibrated trained method (or the tie), with the others'
     errors and the baseline's beside them."""
     cal = s.dropna(subset=["calibration_error"]).sort_values("calibration_error", kind="stable")
-    base = cal[cal.method.map(is_baseline)]
-    if len(base) < len(cal):  # rank the trained methods; the baseline is quoted beside them
-        cal = cal[~cal.method.map(is_baseline)]
+    trained = ~cal.method.map(is_baseline)
+    base = cal.iloc[0:0]  # only baselines: rank them
+    if trained.any():  # rank the trained methods; the baselines are quoted beside them
+        base, cal = cal[~trained], cal[trained]
         calibration = [m for m in calibration or [] if not is_baseline(m.method)]
-    else:
-        base = base.iloc[0:0]
     if cal.empty:
         return "Calibration error is undefined for every method (equal expert costs)."
     b = cal.iloc[0]
