@@ -458,14 +458,30 @@ def frontier(
             help="Exit non-zero when the coin flip's exact mean frontier gap is below this.",
         ),
     ] = None,
+    reward: Annotated[
+        str | None,
+        typer.Option(
+            "--reward",
+            help="airl: what the learned task reward promises the knob (its optimum at each "
+            "budget d(alpha), scored with the env's reward and cost; needs learn-rewards) "
+            "beside each expert's reward and the env's.",
+        ),
+    ] = None,
     overrides: SetOpt = None,
 ) -> None:
     """Print the exact frontier's routes and the coin flip's gap below it (no training)."""
-    _guard(
-        lambda: frontier_stage.run(
-            _run_config(ctx, experiment, data, False, False, overrides=overrides), min_gap
-        )
-    )
+
+    def go():
+        rc = _run_config(ctx, experiment, data, False, False, overrides=overrides)
+        if reward is None:
+            return frontier_stage.run(rc, min_gap)
+        if reward != "airl":
+            raise UserError(f"--reward must be airl, got {reward!r}")
+        if min_gap is not None:
+            raise UserError("--min-gap checks the exact frontier; it does not go with --reward")
+        return frontier_stage.run_promise(rc)
+
+    _guard(go)
 
 
 @app.command("report")

@@ -53,6 +53,7 @@ __all__ = [
     "FrontierPoint",
     "InfeasibleBudgetError",
     "chord_gap",
+    "constrained_optima",
     "exact_experts",
     "fingerprint",
     "frontier_vertices",
@@ -329,6 +330,32 @@ def solve(model: TabularModel, budget: float | None) -> FrontierPoint:
             expected cost.
     """
     return _lp_solve(_build_lp(model), budget)
+
+
+def constrained_optima(model: TabularModel, budgets: np.ndarray) -> list[FrontierPoint]:
+    """The optimum of ``model``'s reward at each expected-cost budget, by one LP per budget.
+
+    The constrained knob of a reward: with ``model.R`` replaced by a learned reward
+    (:func:`~safeknob.envs.model.with_state_reward`), each point is what maximizing that reward
+    within the budget yields; scoring its ``policy`` on the env's own model
+    (:func:`~safeknob.envs.model.evaluate_policy`) says what that optimum is worth in the
+    env's reward. A budget below the least achievable cost is raised to it (the best any
+    method can do there is the least-cost policy of greatest reward).
+
+    Args:
+        model: the tabular model whose ``R`` is maximized.
+        budgets: expected episode-cost budgets, shape (K,) (cost units per episode).
+
+    Returns:
+        One :class:`FrontierPoint` per budget (``value`` in ``model.R``'s units).
+    """
+    lp = _build_lp(model)
+    c_min = _lp_min_cost(lp)
+    slack = _SLACK * max(1.0, abs(c_min))
+    return [
+        _lp_solve(lp, None if not np.isfinite(b) else max(float(b), c_min + slack))
+        for b in np.asarray(budgets, float)
+    ]
 
 
 def fingerprint(model: TabularModel) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,34 @@ class TabularModel:
     @property
     def n_actions(self) -> int:
         return int(self.P.shape[1])
+
+
+def with_state_reward(model: TabularModel, g: np.ndarray) -> TabularModel:
+    """The model with its reward replaced by a state-only reward of the next state.
+
+    ``R[s, a] = sum_s' P[s, a, s'] g[s']``, the expected one-step reward when the reward of a
+    step is ``g`` of the state it enters. Unlike the env's reward this is *not* zeroed at the
+    absorbing terminal states: a learned reward is optimized in the absorbing fixed-horizon env
+    (:class:`safeknob.rl.airl.AbsorbingWrapper`), where every step after the goal repeats the
+    goal's observation and is paid ``g[goal]``; ``P`` keeps the goal absorbing, so
+    ``R[goal, a] = g[goal]``.
+
+    Args:
+        model: the tabular model.
+        g: reward of entering each state, shape (n_states,) (the learned reward's units).
+
+    Returns:
+        A copy of ``model`` with ``R`` replaced, shape (n_states, n_actions).
+
+    Raises:
+        ValueError: if ``g`` has the wrong shape or a non-finite entry.
+    """
+    g = np.asarray(g, dtype=float)
+    if g.shape != (model.n_states,):
+        raise ValueError(f"g must have shape ({model.n_states},), got {g.shape}")
+    if not np.all(np.isfinite(g)):
+        raise ValueError("g has a non-finite entry")
+    return dataclasses.replace(model, R=np.asarray(model.P, dtype=float) @ g)
 
 
 def evaluate_policy(model: TabularModel, policy: np.ndarray) -> tuple[float, float]:

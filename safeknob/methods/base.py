@@ -111,6 +111,19 @@ class Method(abc.ABC):
         """Roles whose learned reward must exist before this method trains."""
         return self.needs_rewards if self.reward == "airl" else ()
 
+    @property
+    def promise(self) -> str | None:
+        """The key of :data:`safeknob.stages.promised.SOURCES` whose optimum this method's
+        agents should deliver on a learned reward (the report sets them side by side), or
+        None on the env's reward: by default the learned task reward at the budget d(alpha)
+        (``airl``)."""
+        return self.learned_promise if self.learned_rewards else None
+
+    learned_promise: ClassVar[str] = "airl"
+    """What the method maximizes on learned rewards (a :data:`~safeknob.stages.promised.
+    SOURCES` key): ``airl``, the task reward within the budget; ``mix``, the alpha-mix of the
+    experts' rewards without one."""
+
     def ppo(self, ctx: BlendContext) -> PPOConfig:
         """The PPO settings of this method's agents. On the env's reward, ``[blend]``'s
         (:attr:`ExperimentConfig.blend_ppo`: width, minibatch, epochs). On a learned reward,

@@ -33,6 +33,8 @@ from safeknob.rl.warmstart import demos_warmstart
     summary="PPO on alpha r_reck + (1 - alpha) r_safe, the experts' AIRL rewards",
 )
 class RewardMixMethod(Method):
+    learned_promise = "mix"
+
     def steps(self, ctx: BlendContext) -> int:
         return ctx.run.experiment.blend.steps
 

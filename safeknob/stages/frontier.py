@@ -28,10 +28,23 @@ from safeknob.envs import make_env, tabular_model
 from safeknob.envs.frontier import ChordGap, Frontier, chord_gap, exact_experts, lagrangian_policy
 from safeknob.envs.model import TabularModel, evaluate_policy
 from safeknob.errors import ArtifactError, UserError
-from safeknob.stages.common import console
+from safeknob.evaluation.figures import expert_stats
+from safeknob.evaluation.metrics import ExpertStats
+from safeknob.stages.common import console, progress_bar
+from safeknob.stages.promised import Promise, promised
 from safeknob.store import ExperimentStore
 
-__all__ = ["MIN_GAP", "FrontierCheck", "Route", "analyse", "frontier_routes", "run"]
+__all__ = [
+    "MIN_GAP",
+    "FrontierCheck",
+    "Route",
+    "analyse",
+    "expert_reference",
+    "frontier_routes",
+    "print_promises",
+    "run",
+    "run_promise",
+]
 
 #: The least mean coin-flip gap (fraction of the experts' return range, alphas 0.1 .. 0.9) a
 #: default experiment must leave a knob (issue #16); ``make bench`` and the tests check it.
@@ -195,6 +208,95 @@ def _map(env, routes: list[Route]) -> str:
             r, c = env.cells[s]
             grid[r, c] = str(k) if grid[r, c] != "H" else "x"
     return "\n".join("    " + "".join(row) for row in grid)
+
+
+def expert_reference(rc: RunConfig) -> ExpertStats:
+    """The experts a knob is measured against: their rows of ``eval/results.csv`` when
+    ``evaluate`` has run, else ``train-experts``' own evaluation in their meta.json.
+
+    Raises:
+        ArtifactError: the experts are not trained (names ``safeknob train-experts``).
+    """
+    store = ExperimentStore(rc)
+    try:
+        ref = expert_stats(store.results()[0])
+        if all(np.isfinite([ref.return_safe, ref.cost_safe, ref.return_reck, ref.cost_reck])):
+            return ref
+    except ArtifactError:
+        pass
+    vals = []
+    for role in ("safe", "reckless"):
+        ev = store.expert_meta(role).get("evaluation")
+        if not isinstance(ev, dict) or "return_mean" not in ev or "cost_mean" not in ev:
+            raise ArtifactError(
+                f"experts/{role}/meta.json has no evaluation; re-run "
+                "`safeknob train-experts --force`"
+            )
+        vals += [float(ev["return_mean"]), float(ev["cost_mean"])]
+    return ExpertStats(*vals)
+
+
+def print_promises(rc: RunConfig, promises: dict[str, Promise]) -> None:
+    """The table of what each reward promises the knob (:mod:`safeknob.stages.promised`)."""
+    exact = any(np.isfinite(p.summary["frontier_gap_mean"]) for p in promises.values())
+    how = "exact optimum (occupancy LP)" if exact else "value-iteration optimum"
+    t = Table(
+        title=f"What each task reward promises: its {how} at the budget d(alpha), scored with "
+        "the env's reward and cost"
+    )
+    cols = ["task reward"]
+    cols += ["frontier gap mean / max"] if exact else []
+    cols += ["calibration", "chord gain", "spearman"]
+    for col in cols:
+        t.add_column(col, justify="right" if col != "task reward" else "left")
+    for p in promises.values():
+        s = p.summary
+        row = [p.label]
+        if exact:
+            row.append(f"{s['frontier_gap_mean']:.3f} / {s['frontier_gap_max']:.3f}")
+        row += [
+            f"{s['calibration_error']:.3f}",
+            f"{s['chord_gain_mean']:+.3f}",
+            f"{s['spearman']:.3f}",
+        ]
+        t.add_row(*row)
+    console.print(t)
+    alphas = next(iter(promises.values())).rows.alpha
+    t = Table(title="Per alpha: position (chord gain) of each reward's optimum")
+    t.add_column("alpha", justify="right")
+    for p in promises.values():
+        t.add_column(p.source, justify="right")
+    for i, a in enumerate(alphas):
+        t.add_row(
+            f"{a:.2f}",
+            *(
+                f"{p.rows.position.iloc[i]:.2f} ({p.rows.chord_gain.iloc[i]:+.3f})"
+                for p in promises.values()
+            ),
+        )
+    console.print(t)
+    console.print(
+        "A diagnostic that needs the env's reward (no method sees it): a learned reward close "
+        "to the env's row promises a knob as good as the env's; trained agents far below "
+        "their reward's promise point at the optimizer, not the reward."
+    )
+
+
+def run_promise(rc: RunConfig) -> dict[str, Promise]:
+    """``safeknob frontier --reward airl``: compute and print :func:`promised` for the
+    experiment's alphas and every reward of :data:`~safeknob.stages.promised.SOURCES`."""
+    experts = expert_reference(rc)
+    alphas = rc.experiment.blend.alphas
+    with progress_bar(rc.quiet) as bar:
+
+        def progress(source: str, total: int):
+            task = bar.add_task(f"value iteration on {source}", total=total)
+            return lambda k: bar.advance(task, k)
+
+        promises = promised(rc, experts, alphas, progress=progress)
+    if not rc.quiet:
+        print_promises(rc, promises)
+    return promises
 
 
 def run(rc: RunConfig, min_gap: float | None = None) -> FrontierCheck:

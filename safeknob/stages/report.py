@@ -19,6 +19,7 @@ from safeknob.artifacts import ArtifactError, atomic_dir
 from safeknob.config import RunConfig
 from safeknob.envs.drawing import save_figure
 from safeknob.envs.frontier import Frontier
+from safeknob.errors import UserError
 from safeknob.evaluation.figures import (
     KNOB_RANGE,
     agent_rows,
@@ -33,6 +34,7 @@ from safeknob.evaluation.metrics import ExpertStats
 from safeknob.evaluation.page import Document
 from safeknob.evaluation.rollout import Agent, PolicyAgent, rollout
 from safeknob.methods import BlendContext, load_blend
+from safeknob.methods.registry import method_of
 from safeknob.rl.training import env_factory
 from safeknob.stages import evaluate, yardstick
 from safeknob.stages.common import console, toml_dumps
@@ -45,6 +47,7 @@ from safeknob.stages.findings import (
     summary_rows,
     yardstick_section,
 )
+from safeknob.stages.promised import SOURCES, promised
 from safeknob.store import ExperimentStore
 
 STAGE = "report"
@@ -184,6 +187,82 @@ def trajectory_agents(rc: RunConfig) -> tuple[list[tuple[str, Agent]], str | Non
     return out, method
 
 
+def _delivered(row: pd.Series, metric: str) -> str:
+    lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    if lo is not None and hi is not None and pd.notna(lo) and pd.notna(hi):
+        return f"{fmt(row[metric])} [{fmt(lo)}, {fmt(hi)}]"
+    return fmt(row[metric])
+
+
+def _promise_of(spec: str) -> str | None:
+    """The promise a summary row's method delivers (None: none, or not a registered method)."""
+    try:
+        return method_of(spec).promise
+    except UserError:
+        return None
+
+
+def promise_section(
+    doc: Document,
+    rc: RunConfig,
+    results: pd.DataFrame,
+    summary: pd.DataFrame,
+    experts: ExpertStats,
+) -> None:
+    """*Promised* (the optimum of the reward a learned-reward method maximizes, at each
+    alpha, scored with the env's reward and cost: :mod:`safeknob.stages.promised`) beside
+    *delivered* (its trained agents, ``summary.csv``), so a reader sees whether the reward or
+    the optimizer loses the knob. Skipped when no method on a learned reward was evaluated."""
+    specs = [m for m in summary.method if _promise_of(str(m)) is not None]
+    if not specs:
+        return
+    doc.heading("What the learned reward promises")
+    alphas = sorted({float(a) for a in agent_rows(results).alpha.dropna()}) or list(
+        rc.experiment.blend.alphas
+    )
+    wanted = {_promise_of(m) for m in specs} | {"env"}
+    try:
+        promises = promised(rc, experts, alphas, [s for s in SOURCES if s in wanted])
+    except (ArtifactError, UserError) as exc:
+        doc.para(f"Not computed: {exc}")
+        return
+    exact = any(pd.notna(p.summary["frontier_gap_mean"]) for p in promises.values())
+    metrics = (["frontier_gap_mean"] if exact else []) + ["chord_gain_mean", "calibration_error"]
+    names = {"frontier_gap_mean": "frontier gap", "chord_gain_mean": "chord gain",
+             "calibration_error": "calibration"}  # fmt: skip
+    header = ["method", "task reward"]
+    for m in metrics:
+        header += [f"{names[m]} promised", f"{names[m]} delivered"]
+    rows = []
+    for spec in specs:
+        p = promises[_promise_of(spec) or "airl"]
+        row = summary[summary.method == spec].iloc[0]
+        cells = [spec, p.label]
+        for m in metrics:
+            cells += [fmt(p.summary[m]), _delivered(row, m)]
+        rows.append(cells)
+    env = promises["env"]
+    rows.append(
+        ["(yardstick)", env.label] + [c for m in metrics for c in (fmt(env.summary[m]), "")]
+    )
+    doc.table(header, rows)
+    how = (
+        "the exact optimum of that reward within the budget d(alpha) (the occupancy LP)"
+        if exact
+        else "the best mixture of value-iteration policies of that reward within the budget "
+        "d(alpha) (`reward-mix`: the reward's unconstrained optimum at each alpha)"
+    )
+    doc.para(
+        f"*Promised*: {how}, scored with the env's reward and cost over this run's "
+        f"{len(alphas)} alphas; *delivered*: the method's trained agents (mean over seeds "
+        "[95% interval]). The env's reward row is the same solver on the true reward. A "
+        "promise far from the env's row means the learned reward loses the knob; agents far "
+        "from their promise mean the optimizer does (`safeknob frontier --reward airl` prints "
+        "every reward's promise per alpha). A diagnostic: it needs the env's reward, which no "
+        "method sees."
+    )
+
+
 def build_document(
     rc: RunConfig,
     results: pd.DataFrame,
@@ -203,6 +282,8 @@ def build_document(
     )
 
     intervals = yardstick_section(doc, rc, results, frontier, experts, summary)
+
+    promise_section(doc, rc, results, summary, experts)
 
     calibration = yardstick.method_intervals(
         agent_rows(results), experts, "calibration", summary=summary
