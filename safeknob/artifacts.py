@@ -286,6 +286,8 @@ def stage_config(exp: Any, *sections: str) -> dict[str, Any]:
         out[s] = full[s]
     if "blend" in out:  # an agent depends on its own seed (train_seed), not on the list
         out["blend"] = {k: v for k, v in out["blend"].items() if k != "seeds"}
+        if not out["blend"].get("batched", False):  # its default: records made before it match
+            out["blend"].pop("batched", None)
     return out
 
 

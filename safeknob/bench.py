@@ -7,7 +7,8 @@
   Bullet-Safety-Gym ``SafetyBallCircle-v0`` and Safety-Gymnasium
   ``SafetyPointGoal1Gymnasium-v0`` when installed.
 * Speed, side by side: env steps/s of the built-in envs as single envs (``DummyVecEnv``) and
-  batched (``safeknob.envs.vec``); ``evaluate``'s rollout episodes/s before and after batching
+  batched (``safeknob.envs.vec``); K PPO-Lagrangian agents trained as one batched computation
+  (``rl.batched_ppo``) against SB3 at K = 1, 11, 33; ``evaluate``'s rollout episodes/s before and after batching
   (same agent, same episodes, the numbers compared); PPO training steps/s on both; the
   sweep's 2-worker speed-up; ``conditioned``'s training time as a fraction of ``budget``'s
   11-alpha time (from the last ``evaluate`` of hazard-grid under the data folder).
@@ -34,7 +35,8 @@ from safeknob.envs.frontier import Frontier, value_iteration
 from safeknob.envs.vec import batched_vec_env
 from safeknob.errors import UserError
 from safeknob.evaluation.rollout import PolicyAgent, rollout
-from safeknob.rl.training import build_ppo, env_factory, make_vec_env, set_threads
+from safeknob.rl.batched_ppo import AgentSpec, train_batched
+from safeknob.rl.training import build_ppo, env_factory, make_vec_env, set_threads, train_ppo
 from safeknob.stages import frontier, sweep, train_experts
 from safeknob.stages.common import console
 from safeknob.store import ExperimentStore
@@ -305,6 +307,43 @@ def ppo_speed(steps: int = 30_000) -> None:
     console.print(t)
 
 
+def batched_ppo_speed(sb3_rollouts: int = 16, batched_rollouts: int = 4) -> None:
+    """Env steps per CPU-second of PID PPO-Lagrangian agents: SB3 2.2.1 (``train_ppo``, one
+    agent) against the batched trainer (``rl.batched_ppo``) at K = 1, 11, 33 agents, on the
+    grid's budget-env settings (``[blend]``: 32 envs x 32 steps, minibatch 512) and nav's
+    ``[ppo]`` (8 x 256, minibatch 256), side by side in this process. Construction (SB3 models,
+    BC-free) is included in both arms; CPU time, so other processes skew it less than wall
+    time (the load average is printed). One untimed rollout of each arm first warms torch up
+    (its first calls of each kernel are slow)."""
+    t = Table(title="Batched PPO-Lagrangian vs SB3 (env steps per CPU-second, 1 torch thread)")
+    for c in ("setting", "SB3", "K=1", "ratio", "K=11", "ratio", "K=33", "ratio"):
+        t.add_column(c, justify="right")
+    load = os.getloadavg()[0]
+    for name, settings in (("hazard-grid", "blend_ppo"), ("hazard-nav", "ppo")):
+        exp = load_experiment(name)
+        ppo = getattr(exp, settings)
+        rollout = ppo.n_envs * ppo.n_steps
+        lag = exp.lagrange
+        train_ppo(exp, rollout, 0, 1.0, lag, True, ppo=ppo)
+        train_batched(env_factory(exp.env), ppo, rollout, [AgentSpec(0, 1.0, lag, True)])
+        t0 = time.process_time()
+        train_ppo(exp, sb3_rollouts * rollout, 0, 1.0, lag, True, ppo=ppo)
+        sb3 = sb3_rollouts * rollout / (time.process_time() - t0)
+        row = [f"{name} {ppo.n_envs}x{ppo.n_steps}/{ppo.batch_size}", f"{sb3:,.0f}"]
+        for k in (1, 11, 33):
+            specs = [AgentSpec(i, budget=1.0, lagrange=lag, two_sided=True) for i in range(k)]
+            t0 = time.process_time()
+            train_batched(env_factory(exp.env), ppo, batched_rollouts * rollout, specs)
+            rate = k * batched_rollouts * rollout / (time.process_time() - t0)
+            row += [f"{rate:,.0f}", f"{rate / sb3:.2f}x"]
+        t.add_row(*row)
+    console.print(t)
+    console.print(
+        f"load average {load:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        f"(SB3 {sb3_rollouts} rollouts, batched {batched_rollouts} rollouts per agent)"
+    )
+
+
 def _ppo_rate(model, steps: int) -> float:
     t0 = time.perf_counter()
     model.learn(steps)
@@ -339,6 +378,7 @@ def main() -> None:
     env_speeds()
     env_speed()
     ppo_speed()
+    batched_ppo_speed()
     grid_experts(data)
     gap_ok = grid_frontier(data)
     nav_experts(data)

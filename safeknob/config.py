@@ -152,6 +152,14 @@ class BlendConfig:
     ``budget`` clones both experts, ``conditioned`` clones each expert with its own alpha
     (0 safe, 1 reckless) in the observation. For envs where PPO from scratch learns the
     reckless route first and then cannot find the safe one (HazardNav's fence)."""
+    batched: bool = False
+    """Train all alphas of one training seed of ``budget --reward env`` as one batched
+    computation (``safeknob.rl.batched_ppo``: the same PPO-Lagrangian agents, several times
+    faster) when the env has a batched core (the built-in grid and nav). Off: one SB3 run per
+    alpha, as before. The numbers move within seed noise (float rounding differs), so it is
+    part of each agent's recorded config; at its default it is left out of the record, so
+    agents made before the switch existed stay up to date. Batched agents write no
+    TensorBoard logs; each meta.json records its batch."""
 
 
 @dataclass(frozen=True)

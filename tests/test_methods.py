@@ -214,3 +214,50 @@ def test_conditioned_warmstart_clones_each_expert_at_its_own_end_of_the_knob(run
     # The label matters: each end of the knob imitates its own expert better than the other's.
     assert agreement("safe", 0.0) > agreement("safe", 1.0)
     assert agreement("reckless", 1.0) > agreement("reckless", 0.0)
+
+
+def test_budget_batched_trains_a_seeds_alphas_in_one_batch_and_resumes_per_agent(run_config):
+    """``[blend] batched``: one batched call per seed, each agent's meta.json records its
+    batch; an alpha added later trains alone, the finished agents are not retrained; agents
+    load and act as ordinary budget agents. Off (the default) the record is as before."""
+    import dataclasses
+
+    from safeknob.methods import BlendContext, load_blend
+    from safeknob.stages.blend import agent_config
+
+    exp = run_config.experiment
+    on = exp.replace(blend=dataclasses.replace(exp.blend, batched=True))
+    rc = run_config.replace(experiment=on)
+    method = get_method("budget", "env")
+    assert "batched" not in agent_config(exp, method, 0)["blend"]
+    assert agent_config(on, method, 0)["blend"]["batched"] is True
+
+    out = blend.run(blend.BlendRunConfig(rc, "budget", (0.0, 1.0), "env"))
+    first = {a: (out / f"alpha-{a}" / "meta.json").read_text() for a in ("0.00", "1.00")}
+    for k, a in enumerate(("0.00", "1.00")):
+        meta = json.loads(first[a])
+        assert meta["batch"]["alphas"] == [0.0, 1.0] and meta["batch"]["index"] == k
+        assert meta["config"]["blend"]["batched"] is True
+        assert len(meta["candidates"]) > 1 and meta["mixture"]
+    blend.run(blend.BlendRunConfig(rc, "budget", (0.0, 0.5, 1.0), "env"))
+    for a in ("0.00", "1.00"):  # up to date: not retrained
+        assert (out / f"alpha-{a}" / "meta.json").read_text() == first[a]
+    assert json.loads((out / "alpha-0.50" / "meta.json").read_text())["batch"]["alphas"] == [0.5]
+    ctx = BlendContext.create(rc, 0)
+    _, meta, agent = load_blend(ctx, out / "alpha-0.50")
+    assert meta["alpha"] == 0.5 and agent is not None
+    # The unbatched default sees these agents as made with another config.
+    with pytest.raises(ArtifactError, match="different config"):
+        blend.run(blend.BlendRunConfig(run_config, "budget", (0.0,), "env"))
+
+
+def test_budget_batched_on_two_workers_trains_one_batch_per_seed(run_config):
+    import dataclasses
+
+    exp = run_config.experiment
+    on = exp.replace(blend=dataclasses.replace(exp.blend, batched=True, seeds=(0, 1)))
+    rc = run_config.replace(experiment=on)
+    out = blend.run(blend.BlendRunConfig(rc, "budget", (0.0, 1.0), "env", workers=2))
+    for folder in ("alpha-0.00", "alpha-1.00", "alpha-0.00_seed-1", "alpha-1.00_seed-1"):
+        meta = json.loads((out / folder / "meta.json").read_text())
+        assert meta["batch"]["alphas"] == [0.0, 1.0], folder

@@ -141,6 +141,24 @@ class Method(abc.ABC):
     def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
         """Train the agent at ``alpha``, write its files into ``folder``; return meta extras."""
 
+    def batches(self, ctx: BlendContext) -> bool:
+        """True when this method trains all alphas of one training seed in one batched call
+        (:meth:`train_batch` and :meth:`finish`) instead of :meth:`train` per alpha."""
+        return False
+
+    def train_batch(
+        self, ctx: BlendContext, alphas: list[float], progress: Any = None
+    ) -> list[Any]:
+        """Train the agents at ``alphas`` together (only when :meth:`batches`); one result per
+        alpha for :meth:`finish`, or an ``AgentFailure``. ``progress(n)`` is called with the
+        env steps done (all agents)."""
+        raise NotImplementedError(f"{self.name} does not train in batches")
+
+    def finish(self, ctx: BlendContext, alpha: float, folder: Path, result: Any) -> dict[str, Any]:
+        """Write the agent trained by :meth:`train_batch` at ``alpha`` into ``folder``; return
+        meta extras (as :meth:`train`)."""
+        raise NotImplementedError(f"{self.name} does not train in batches")
+
     @abc.abstractmethod
     def load_agent(self, ctx: BlendContext, folder: Path, meta: dict[str, Any]) -> Agent:
         """Rebuild the agent saved in ``folder`` (its checked ``meta.json`` given)."""

@@ -28,13 +28,14 @@ from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.learned import learned_lagrange, learned_scale, learned_task_reward
 from safeknob.methods.registry import register
 from safeknob.rl.airl import absorbing_factory
+from safeknob.rl.batched_ppo import AgentFailure, AgentSpec, has_batched_core, train_batched
 from safeknob.rl.snapshots import (
     dual_mixture,
     policy_from_state,
     save_weighted,
     snapshot_agent,
 )
-from safeknob.rl.training import env_factory, load_ppo, train_ppo
+from safeknob.rl.training import TrainResult, env_factory, load_ppo, train_ppo
 from safeknob.rl.warmstart import demos_warmstart
 
 CANDIDATES = 16
@@ -102,45 +103,80 @@ class BudgetMethod(Method):
             return None
         return learned_task_reward(ctx)
 
-    def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
+    def _lagrange(self, ctx: BlendContext):
         exp = ctx.run.experiment
         g = exp.blend.gain_scale
         lagrange = dataclasses.replace(
             exp.lagrange, kp=exp.lagrange.kp * g, ki=exp.lagrange.ki * g, kd=exp.lagrange.kd * g
         )
+        return learned_lagrange(ctx, lagrange) if self.reward == "airl" else lagrange
+
+    def _warmstart(self, ctx: BlendContext, alpha: float):
+        if self.reward == "airl" or ctx.run.experiment.blend.warmstart:
+            store = ctx.store
+            return demos_warmstart(
+                lambda: store.demos("safe")[0] + store.demos("reckless")[0],
+                ctx.stream("warmstart", self.name, alpha),
+            )
+        return None
+
+    def train(self, ctx: BlendContext, alpha: float, folder: Path) -> dict[str, Any]:
+        exp = ctx.run.experiment
         ppo = self.ppo(ctx)
         venv = None
         if self.reward == "airl":
             venv = vec_env(absorbing_factory(exp.env), ppo.n_envs)
-            lagrange = learned_lagrange(ctx, lagrange)
-        budget = ctx.budget(alpha)
-        warmstart = None
-        if self.reward == "airl" or exp.blend.warmstart:
-            store = ctx.store
-            warmstart = demos_warmstart(
-                lambda: store.demos("safe")[0] + store.demos("reckless")[0],
-                ctx.stream("warmstart", self.name, alpha),
-            )
-
         res = train_ppo(
             exp,
             self.steps(ctx),
             ctx.stream("agent", self.name, alpha),
-            budget=budget,
-            lagrange=lagrange,
+            budget=ctx.budget(alpha),
+            lagrange=self._lagrange(ctx),
             two_sided=True,
             reward_fn=self.reward_fn(ctx),
             venv=venv,
             progress=ctx.progress,
             task=ctx.task,
             snapshot_fraction=0.5,
-            warmstart=warmstart,
+            warmstart=self._warmstart(ctx, alpha),
             tb_dir=ctx.tb_dir(self.name, alpha),
             ppo=ppo,
         )
+        return self.finish(ctx, alpha, folder, res)
+
+    def batches(self, ctx: BlendContext) -> bool:
+        """``[blend] batched`` on the env's reward, when the env has a batched core."""
+        exp = ctx.run.experiment
+        return exp.blend.batched and self.reward == "env" and has_batched_core(env_factory(exp.env))
+
+    def train_batch(
+        self, ctx: BlendContext, alphas: list[float], progress: Any = None
+    ) -> list[TrainResult | AgentFailure]:
+        """The agents at ``alphas`` as :meth:`train` makes them (same seeds, budgets, gains,
+        warm starts), trained in one batched computation (``rl.batched_ppo``)."""
+        lagrange = self._lagrange(ctx)
+        specs = [
+            AgentSpec(
+                ctx.stream("agent", self.name, a),
+                budget=ctx.budget(a),
+                lagrange=lagrange,
+                two_sided=True,
+                warmstart=self._warmstart(ctx, a),
+            )
+            for a in alphas
+        ]
+        exp = ctx.run.experiment
+        return train_batched(
+            env_factory(exp.env), self.ppo(ctx), self.steps(ctx), specs, 0.5, progress
+        )
+
+    def finish(self, ctx: BlendContext, alpha: float, folder: Path, result: Any) -> dict[str, Any]:
+        """Save the trained agent, measure its candidate iterates on fresh episodes and
+        deploy the best mixture that meets the budget (training-time estimates are too noisy
+        to choose from)."""
+        res: TrainResult = result
+        budget = ctx.budget(alpha)
         res.model.save(folder / "model.zip")
-        # Measure candidate iterates with fresh episodes (training-time estimates are too
-        # noisy to choose from), then deploy the best mixture that meets the budget.
         idx = np.unique(np.linspace(0, len(res.snapshots) - 1, CANDIDATES).round().astype(int))
         cands = [res.snapshots[i] for i in idx]
         points = measure_snapshots(ctx, res.model, cands, self.reward == "airl", self.name, alpha)

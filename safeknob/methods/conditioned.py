@@ -32,7 +32,8 @@ from safeknob.methods.base import BlendContext, Method
 from safeknob.methods.learned import learned_lagrange, learned_scale, learned_task_reward
 from safeknob.methods.registry import register
 from safeknob.rl.airl import absorbing_factory
-from safeknob.rl.lagrangian import CostPenaltyVecEnv, PIDLagrangian
+from safeknob.rl.lagrangian import CostPenaltyVecEnv
+from safeknob.rl.multiplier import LagrangeMultiplier
 from safeknob.rl.snapshots import save_snapshots, snapshot_agent
 from safeknob.rl.training import (
     ProgressCallback,
@@ -123,33 +124,33 @@ class ConditionedVecEnv(VecEnvWrapper):
 
 
 class BinLagrangeCallback(BaseCallback):
-    """One PID multiplier per alpha value, updated from that value's finished episodes."""
+    """One PID multiplier per alpha value (:class:`~safeknob.rl.multiplier.LagrangeMultiplier`,
+    two-sided), updated from that value's finished episodes."""
 
     def __init__(self, env: ConditionedVecEnv, budgets: np.ndarray, cfg: LagrangeConfig) -> None:
         super().__init__()
         self.env = env
         self.cfg = cfg
-        self.pids = [PIDLagrangian(b, cfg, two_sided=True) for b in budgets]
+        self.multipliers = [LagrangeMultiplier(b, cfg, two_sided=True) for b in budgets]
         self.pending: list[list[float]] = [[] for _ in budgets]
-        self.rollouts = 0
         self._seen = 0
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_end(self) -> None:
-        self.rollouts += 1
+        active = [m.count_rollout() for m in self.multipliers]
         new = self.env.finished[self._seen :]
         self._seen = len(self.env.finished)
         for b, c in new:
             self.pending[b].append(c)
-        if self.rollouts <= self.cfg.warmup_rollouts:
-            self.pending = [[] for _ in self.pids]
+        if not all(active):  # the warm-up holds every bin alike
+            self.pending = [[] for _ in self.multipliers]
             return
-        for b, pid in enumerate(self.pids):
+        for b, mult in enumerate(self.multipliers):
             # Update once a bin has seen enough episodes (about a window's worth).
             if len(self.pending[b]) >= 8:
-                self.env.lam[b] = pid.update(float(np.mean(self.pending[b])))
+                self.env.lam[b] = mult.update(float(np.mean(self.pending[b])))
                 self.pending[b] = []
         self.logger.record("lagrange/lambda_mean", float(np.mean(self.env.lam)))
 

@@ -1,6 +1,8 @@
 """PPO-Lagrangian on stable-baselines3: a VecEnv wrapper that penalizes the reward by the
-current multiplier, a PID multiplier (Stooke, Achiam & Abbeel 2020), and a callback that
-updates it from measured episode costs after every rollout.
+current multiplier, and a callback that updates the PID multiplier
+(:class:`safeknob.rl.multiplier.LagrangeMultiplier`; Stooke, Achiam & Abbeel 2020) from measured
+episode costs after every rollout. ``scale_gains`` and ``LEARNED_CAP`` live in
+``rl.multiplier`` and are importable from here as before.
 
 The penalized reward is ``(r - lambda * c) / (1 + |lambda|)``: the division keeps the reward
 scale bounded as lambda grows. With ``two_sided=True`` lambda may go negative, which pushes
@@ -10,8 +12,6 @@ budget spends all of it.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +20,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from safeknob.config import LagrangeConfig
+from safeknob.rl.multiplier import LEARNED_CAP, CostWindow, LagrangeMultiplier, scale_gains
+
+__all__ = [
+    "LEARNED_CAP",
+    "CostPenaltyVecEnv",
+    "EpisodeStats",
+    "LagrangeCallback",
+    "LagrangeMultiplier",
+    "PIDLagrangian",
+    "scale_gains",
+]
 
 
 @dataclass
@@ -95,36 +106,18 @@ class CostPenaltyVecEnv(VecEnvWrapper):
         return obs, shaped.astype(np.float32), dones, infos
 
 
-class PIDLagrangian:
-    """PID update of one multiplier from the mean episode cost and its budget."""
-
-    def __init__(self, budget: float, cfg: LagrangeConfig, two_sided: bool = False) -> None:
-        self.budget = float(budget)
-        self.cfg = cfg
-        self.two_sided = two_sided
-        self.integral = 0.0
-        self.prev_cost: float | None = None
-        self.lam = 0.0
-
-    def update(self, mean_cost: float) -> float:
-        """One PID step on ``error = mean_cost - budget``; returns the new multiplier."""
-        err = mean_cost - self.budget
-        lo = -self.cfg.lambda_max if self.two_sided else 0.0
-        self.integral = float(np.clip(self.integral + self.cfg.ki * err, lo, self.cfg.lambda_max))
-        deriv = 0.0 if self.prev_cost is None else mean_cost - self.prev_cost
-        if not self.two_sided:
-            deriv = max(0.0, deriv)
-        self.prev_cost = mean_cost
-        raw = self.cfg.kp * err + self.integral + self.cfg.kd * deriv
-        self.lam = float(np.clip(raw, lo, self.cfg.lambda_max))
-        return self.lam
+PIDLagrangian = LagrangeMultiplier
+"""The multiplier's former name (same constructor and ``update``): :class:`LagrangeMultiplier`."""
 
 
 class LagrangeCallback(BaseCallback):
     """After each rollout, averages the episode costs that finished over the last
-    ``cost_window`` rollouts and updates the multiplier (held at 0 during warm-up).
+    ``cost_window`` rollouts (:class:`~safeknob.rl.multiplier.CostWindow`) and updates the
+    multiplier (:class:`~safeknob.rl.multiplier.LagrangeMultiplier`, held at 0 during
+    warm-up).
 
-    ``history`` records, per rollout: multiplier, mean episode cost and return.
+    ``history`` records, per rollout with at least one episode in the window: multiplier,
+    mean episode cost and return.
     """
 
     def __init__(
@@ -136,11 +129,10 @@ class LagrangeCallback(BaseCallback):
     ) -> None:
         super().__init__()
         self.wrapper = wrapper
-        self.pid = PIDLagrangian(budget, cfg, two_sided)
+        self.multiplier = LagrangeMultiplier(budget, cfg, two_sided)
         self.cfg = cfg
-        self.rollouts = 0
         self._seen = 0
-        self._window: deque[list[float]] = deque(maxlen=max(1, cfg.cost_window))
+        self._window = CostWindow(cfg.cost_window)
         self.history: list[dict[str, float]] = []
 
     def _on_step(self) -> bool:
@@ -151,14 +143,12 @@ class LagrangeCallback(BaseCallback):
         new_costs = stats.costs[self._seen :]
         new_rets = stats.returns[self._seen :]
         self._seen = len(stats.costs)
-        self._window.append(new_costs)
-        self.rollouts += 1
-        pooled = [c for chunk in self._window for c in chunk]
-        if not pooled:
+        mean_cost = self._window.add(new_costs)
+        lam = self.multiplier.rollout_end(mean_cost)
+        if mean_cost is None:
             return
-        mean_cost = float(np.mean(pooled))
-        if self.rollouts > self.cfg.warmup_rollouts:
-            self.wrapper.lam[:] = self.pid.update(mean_cost)
+        if not self.multiplier.holding:
+            self.wrapper.lam[:] = lam
         self.logger.record("lagrange/lambda", float(self.wrapper.lam[0]))
         self.logger.record("lagrange/episode_cost", mean_cost)
         self.history.append(
@@ -168,22 +158,3 @@ class LagrangeCallback(BaseCallback):
                 "return": float(np.mean(new_rets)) if new_rets else float("nan"),
             }
         )
-
-
-LEARNED_CAP = 3.0
-"""Headroom of the multiplier's cap on a learned reward beyond the exchange-rate ratio
-(:func:`scale_gains`): a learned objective is not the env's, so its route switches need not
-sit where they do under the env's reward."""
-
-
-def scale_gains(cfg: LagrangeConfig, ratio: float, cap: float = LEARNED_CAP) -> LagrangeConfig:
-    """``cfg`` for an objective ``ratio`` times the env reward's exchange rate
-    (:func:`safeknob.rl.airl.exchange_ratio`): PID gains x ``ratio``, cap x ``ratio`` x
-    ``cap``. The multiplier then moves in the objective's units as it did in the env's."""
-    return dataclasses.replace(
-        cfg,
-        kp=cfg.kp * ratio,
-        ki=cfg.ki * ratio,
-        kd=cfg.kd * ratio,
-        lambda_max=cfg.lambda_max * ratio * cap,
-    )

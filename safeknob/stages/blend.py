@@ -26,6 +26,7 @@ from safeknob.evaluation.metrics import ExpertStats, bootstrap_ci, position
 from safeknob.evaluation.rollout import rollout
 from safeknob.methods import BlendContext, get_method, load_blend
 from safeknob.methods.base import Method
+from safeknob.rl.batched_ppo import AgentFailure
 from safeknob.rl.training import env_factory
 from safeknob.stages import learn_rewards
 from safeknob.stages.common import console, progress_bar
@@ -87,7 +88,7 @@ def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
 
     One pool for all methods, so no worker idles while another finishes the last job of a
     method. A job is one (alpha, seed), or one seed of a method whose one policy serves every
-    alpha (``conditioned``). Jobs start longest first (longest-processing-time scheduling,
+    alpha (``conditioned``) or that trains its alphas in one batch (``Method.batches``). Jobs start longest first (longest-processing-time scheduling,
     Graham 1969), estimated from the method's registered ``cost`` (x the alphas its one
     policy serves), so the pool does not end on one long job with the other workers idle.
     Learned rewards the methods need are made once, before the fan-out.
@@ -117,6 +118,9 @@ def run_all(bcs: Sequence[BlendRunConfig], workers: int = 1) -> list[Path]:
                 _train(p)
             elif method.shared_policy:
                 pool_jobs.append((method.cost * len(p.bc.alphas), p.bc))
+            elif method.batches(p.ctx):  # one batch per seed: its alphas still to train
+                batch = dataclasses.replace(p.bc, alphas=tuple(p.todo))
+                pool_jobs.append((method.cost * len(p.todo), batch))
             else:
                 pool_jobs += [(method.cost, dataclasses.replace(p.bc, alphas=(a,))) for a in p.todo]
     pool_jobs.sort(key=lambda wj: -wj[0])  # stable: ties keep the methods' order
@@ -242,12 +246,41 @@ def _command(bc: BlendRunConfig, method: Method | None = None) -> str:
     return f"safeknob train-blend --method {method.key}{reward}{cal}"
 
 
+def _meta(plan: _Plan, a: float, seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ``meta.json`` of the agent at ``a`` (its config, budget, seconds, method extras)."""
+    bc, ctx, internal = plan.bc, plan.ctx, plan.internal
+    return make_meta(
+        STAGE,
+        {**plan.config, "alpha": a, "internal_alpha": internal[a]},
+        ctx.seed,
+        wall_seconds=seconds,
+        method=plan.out_name,
+        method_arg=bc.method,
+        reward=bc.reward,
+        alpha=a,
+        internal_alpha=internal[a],
+        calibrated=plan.cal is not None,
+        budget=ctx.budget(internal[a]),
+        c_safe=ctx.c_safe,
+        c_reck=ctx.c_reck,
+        train_seconds=seconds if plan.method.trains else 0.0,
+        **extra,
+    )
+
+
+def _folder(plan: _Plan, a: float) -> Path:
+    return plan.bc.run.paths.blends / plan.out_name / (alpha_dir(a) + plan.sfx)
+
+
 def _train(plan: _Plan) -> Path:
-    """Every alpha of ``plan`` still to train (one training seed), in this process."""
-    bc = plan.bc
-    rc = bc.run
-    method, ctx, config, cal = plan.method, plan.ctx, plan.config, plan.cal
-    out_name, sfx, internal, todo = plan.out_name, plan.sfx, plan.internal, plan.todo
+    """Every alpha of ``plan`` still to train (one training seed), in this process: one
+    batched call when the method trains in batches (:func:`_train_batch`), else one after
+    another."""
+    rc = plan.bc.run
+    method, ctx, internal, todo = plan.method, plan.ctx, plan.internal, plan.todo
+    if todo and method.batches(ctx):
+        _train_batch(plan)
+        return rc.paths.blends / plan.out_name
     steps = method.steps(ctx)
     with progress_bar(rc.quiet or not todo) as progress:
         overall = progress.add_task(f"{method.name} blends", total=len(todo))
@@ -255,30 +288,48 @@ def _train(plan: _Plan) -> Path:
             task = progress.add_task(f"alpha={a:.2f}", total=max(steps, 1)) if steps else None
             ctx.progress, ctx.task = progress, task
             t0 = time.perf_counter()
-            with atomic_dir(rc.paths.blends / out_name / (alpha_dir(a) + sfx)) as tmp:
+            with atomic_dir(_folder(plan, a)) as tmp:
                 extra = method.train(ctx, internal[a], tmp)
-                meta = make_meta(
-                    STAGE,
-                    {**config, "alpha": a, "internal_alpha": internal[a]},
-                    ctx.seed,
-                    wall_seconds=time.perf_counter() - t0,
-                    method=out_name,
-                    method_arg=bc.method,
-                    reward=bc.reward,
-                    alpha=a,
-                    internal_alpha=internal[a],
-                    calibrated=cal is not None,
-                    budget=ctx.budget(internal[a]),
-                    c_safe=ctx.c_safe,
-                    c_reck=ctx.c_reck,
-                    train_seconds=time.perf_counter() - t0 if method.trains else 0.0,
-                    **extra,
-                )
-                write_json(tmp / "meta.json", meta)
+                write_json(tmp / "meta.json", _meta(plan, a, time.perf_counter() - t0, extra))
             if task is not None:
                 progress.remove_task(task)
             progress.update(overall, advance=1)
-    return rc.paths.blends / out_name
+    return rc.paths.blends / plan.out_name
+
+
+def _train_batch(plan: _Plan) -> None:
+    """The alphas of ``plan`` still to train as one batch (``Method.train_batch``), then each
+    agent's folder on its own (``Method.finish``, atomically). Each meta.json records the
+    batch (its alphas, size, seconds and the agent's index); an agent's seconds are its share
+    of the batch plus its own finishing. Agents that failed in the batch are not written;
+    raises RuntimeError naming them after the others are."""
+    rc = plan.bc.run
+    method, ctx, todo = plan.method, plan.ctx, plan.todo
+    total = max(method.steps(ctx) * len(todo), 1)
+    with progress_bar(rc.quiet) as progress:
+        task = progress.add_task(f"{method.name}: {len(todo)} agents in one batch", total=total)
+        t0 = time.perf_counter()
+        results = method.train_batch(
+            ctx, [plan.internal[a] for a in todo], lambda n: progress.update(task, advance=n)
+        )
+        seconds = time.perf_counter() - t0
+    batch = {"alphas": list(todo), "size": len(todo), "seconds": seconds}
+    failed = []
+    for k, (a, res) in enumerate(zip(todo, results, strict=True)):
+        if isinstance(res, AgentFailure):
+            failed.append(f"alpha {a:g} ({res.reason})")
+            continue
+        t1 = time.perf_counter()
+        with atomic_dir(_folder(plan, a)) as tmp:
+            extra = method.finish(ctx, plan.internal[a], tmp, res)
+            share = seconds / len(todo) + time.perf_counter() - t1
+            meta = _meta(plan, a, share, {**extra, "batch": {**batch, "index": k}})
+            write_json(tmp / "meta.json", meta)
+    if failed:
+        raise RuntimeError(
+            f"{method.name} seed {ctx.seed}: training failed for {', '.join(failed)}; the "
+            "other agents of the batch were written"
+        )
 
 
 def _one_job(bc: BlendRunConfig) -> float:
