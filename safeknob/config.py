@@ -203,9 +203,12 @@ class RewardsConfig:
     cost_tolerance: float = 0.2
     """The re-optimization gate: the PPO's mean episode cost must lie within this fraction of
     the experts' cost gap |C_reck - C_safe| of its own expert's cost."""
-    return_tolerance: float = 0.05
-    """... and its mean return within this fraction of the experts' return scale
-    max(|R_reck|, |R_safe|) of its own expert's return."""
+    return_tolerance: float = 0.1
+    """... and its mean return within this fraction of the experts' return difference
+    |R_reck - R_safe| (the knob's range) of its own expert's return. Relative to the
+    difference, not to the returns' size: a reward that loses most of the range between the
+    experts must fail even where both returns are large (hazard-nav: 0.05 of the returns'
+    size was 81% of their difference)."""
     terminal_tolerance: float = 0.1
     """... and the fraction of its episodes that end in a terminal state (the goal) at most
     this much below its expert's demonstrations' fraction."""

@@ -26,7 +26,7 @@ EVALS = {
     "reckless": {"return_mean": 0.8, "cost_mean": 3.0},
     "safe": {"return_mean": 0.7, "cost_mean": 1.0},
 }
-TOL = types.SimpleNamespace(cost_tolerance=0.2, return_tolerance=0.05, terminal_tolerance=0.1)
+TOL = types.SimpleNamespace(cost_tolerance=0.2, return_tolerance=0.4, terminal_tolerance=0.1)
 
 
 def _check(ret: float, cost: float, terminal: float = 1.0) -> dict:
@@ -41,7 +41,7 @@ def _check(ret: float, cost: float, terminal: float = 1.0) -> dict:
 
 
 def test_gate_scales_come_from_the_experts():
-    # cost tolerance 0.2 x |3 - 1| = 0.4; return tolerance 0.05 x 0.8 = 0.04
+    # cost tolerance 0.2 x |3 - 1| = 0.4; return tolerance 0.4 x |0.8 - 0.7| = 0.04
     assert learn_rewards.gate(_check(0.69, 1.39), TOL, EVALS, "safe") == []
     assert "cost 1.41" in learn_rewards.gate(_check(0.69, 1.41), TOL, EVALS, "safe")[0]
     assert "return 0.75" in learn_rewards.gate(_check(0.75, 1.0), TOL, EVALS, "safe")[0]
@@ -55,6 +55,15 @@ def test_gate_scales_come_from_the_experts():
     assert "exact optimum" in learn_rewards.gate(loiters, TOL, EVALS, "safe")[0]
     fine = {**_check(0.69, 1.39), "exact_return": 0.70, "exact_cost": 1.2}
     assert learn_rewards.gate(fine, TOL, EVALS, "safe") == []
+
+
+def test_return_tolerance_follows_the_experts_return_difference_not_their_size():
+    # Both returns 10 larger: the knob's range is still 0.1, so a reward that loses half of it
+    # fails (a tolerance relative to max(|R|) would be 0.43 here and pass it).
+    evals = {r: {**v, "return_mean": v["return_mean"] + 10} for r, v in EVALS.items()}
+    check = {**_check(10.75, 1.0), "expert_return": 10.7}
+    assert "return 10.8" in learn_rewards.gate(check, TOL, evals, "safe")[0]
+    assert check["return_tolerance"] == pytest.approx(0.04)
 
 
 def test_status_of_a_reward():

@@ -162,13 +162,13 @@ def gate(
     ``expert_cost``, ``expert_terminal_rate``); ``expert_evals`` both experts' mean return
     and cost (their demonstrations). Scales come from the data, not from the env: the cost
     tolerance is ``cfg.cost_tolerance * |C_reck - C_safe|``, the return tolerance
-    ``cfg.return_tolerance * max(|R_reck|, |R_safe|)``, and the PPO's fraction of episodes
+    ``cfg.return_tolerance * |R_reck - R_safe|``, and the PPO's fraction of episodes
     ending in a terminal state may be at most ``cfg.terminal_tolerance`` below its
     expert's. With a tabular model ``check`` also holds the learned reward's exact optimum
     (``exact_return``/``exact_cost``), held to the same return and cost tolerances."""
     ev = expert_evals
     c_gap = abs(ev["reckless"]["cost_mean"] - ev["safe"]["cost_mean"])
-    r_scale = max(abs(ev["reckless"]["return_mean"]), abs(ev["safe"]["return_mean"]))
+    r_scale = abs(ev["reckless"]["return_mean"] - ev["safe"]["return_mean"])
     c_tol = cfg.cost_tolerance * max(c_gap, 1e-9)
     r_tol = cfg.return_tolerance * max(r_scale, 1e-9)
     check.update(cost_tolerance=c_tol, return_tolerance=r_tol)
