@@ -53,7 +53,7 @@ from safeknob.evaluation.metrics import (
     position,
     spearman,
 )
-from safeknob.rl.airl import LearnedReward, exchange_ratio, task_reward
+from safeknob.rl.airl import LearnedReward, exchange_rate, exchange_ratio, task_reward
 from safeknob.store import ExperimentStore
 
 __all__ = ["RELATIVE_LAMBDAS", "SOURCES", "Promise", "promised"]
@@ -133,7 +133,7 @@ def _state_reward(fn: Callable[..., np.ndarray]) -> Callable[[np.ndarray], np.nd
 
 
 # ---------------------------------------------------------------------------- solvers
-def _tabular(rc: RunConfig, model, fn, budgets: np.ndarray) -> list[tuple[float, float]]:
+def _tabular(model, fn, budgets: np.ndarray) -> list[tuple[float, float]]:
     """(return, cost) under the env's model of the reward's exact optimum at each budget."""
     if fn is None:
         points = constrained_optima(model, budgets)
@@ -143,17 +143,24 @@ def _tabular(rc: RunConfig, model, fn, budgets: np.ndarray) -> list[tuple[float,
     return [evaluate_policy(model, p.policy) for p in points]
 
 
-def _nav(rc: RunConfig, fn, budgets: np.ndarray, progress) -> list[tuple[float, float]]:
-    """(return, cost) of the reward's best mixture of Lagrangian policies at each budget."""
-    exp = rc.experiment
+def _demo_stats(rc: RunConfig):
+    """Both roles' demonstrations and their mean env return and cost."""
     store = ExperimentStore(rc)
     demos = {r: store.demos(r)[0] for r in ("reckless", "safe")}
-    stats = {r: data.demo_stats(t) for r, t in demos.items()}
+    return demos, {r: data.demo_stats(t) for r, t in demos.items()}
+
+
+def _nav(
+    rc: RunConfig, fn, budgets: np.ndarray, progress, demos, stats
+) -> list[tuple[float, float]]:
+    """(return, cost) of the reward's best mixture of Lagrangian policies at each budget."""
+    exp = rc.experiment
     if fn is None:
         terms = nav_frontier.env_reward_terms
-        costs = {r: stats[r]["cost_mean"] for r in demos}
-        dg = abs(stats["reckless"]["return_mean"] - stats["safe"]["return_mean"])
-        rate = dg / max(abs(costs["reckless"] - costs["safe"]), 1e-9)
+        rate = exchange_rate(
+            {r: v["return_mean"] for r, v in stats.items()},
+            {r: v["cost_mean"] for r, v in stats.items()},
+        )
     else:
         g = _state_reward(fn)
 
@@ -241,15 +248,12 @@ def _score(
 
 
 def _key(rc: RunConfig, sources, alphas, budgets, experts: ExpertStats) -> str:
-    folders = {r: rc.paths.rewards(r) for r in ("reckless", "safe")}
-    nets = {
-        r: checksum(f / "reward_net.pt") if (f / "reward_net.pt").is_file() else None
-        for r, f in folders.items()
+    files = {
+        f"{r}/{name}": rc.paths.rewards(r) / name
+        for r in ("reckless", "safe")
+        for name in ("reward_net.pt", "standardize.json")
     }
-    stds = {
-        r: checksum(f / "standardize.json") if (f / "standardize.json").is_file() else None
-        for r, f in folders.items()
-    }
+    rewards = {k: checksum(f) if f.is_file() else None for k, f in files.items()}
     blob = {
         "version": _VERSION,
         "env": str(rc.experiment.env),
@@ -258,8 +262,7 @@ def _key(rc: RunConfig, sources, alphas, budgets, experts: ExpertStats) -> str:
         "alphas": [float(a) for a in alphas],
         "budgets": [float(b) for b in budgets],
         "experts": [experts.return_safe, experts.cost_safe, experts.return_reck, experts.cost_reck],
-        "nets": nets,
-        "standardize": stds,
+        "rewards": rewards,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -327,16 +330,17 @@ def promised(
     points = _read_cache(cache, key)
     if points is None or set(points) != set(sources):
         fns = _rewards(rc, sources)
+        demos, stats = _demo_stats(rc) if model is None else (None, None)
         points = {}
         for s in sources:
             fn = fns.get(s)
             if s == "mix":
                 points[s] = _mix(rc, model, fns, a)
             elif model is not None:
-                points[s] = _tabular(rc, model, fn, budgets)
+                points[s] = _tabular(model, fn, budgets)
             else:
                 step = progress(s, len(RELATIVE_LAMBDAS)) if progress is not None else None
-                points[s] = _nav(rc, fn, budgets, step)
+                points[s] = _nav(rc, fn, budgets, step, demos, stats)
         try:
             write_json(cache, {"key": key, "points": points})
         except OSError as exc:

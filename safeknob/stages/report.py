@@ -235,7 +235,7 @@ def promise_section(
         header += [f"{names[m]} promised", f"{names[m]} delivered"]
     rows = []
     for spec in specs:
-        p = promises[_promise_of(spec) or "airl"]
+        p = promises[str(_promise_of(spec))]
         row = summary[summary.method == spec].iloc[0]
         cells = [spec, p.label]
         for m in metrics:
